@@ -1,0 +1,143 @@
+"""Shared fixtures: generated models, an isolated user environment, an RPC server as "the GPU"."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def llama_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def rpc_available() -> bool:
+    if not llama_available():
+        return False
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_rpc())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """RPC tests skip, with the reason, on a build without RPC; CI sets TUI_LLM_REQUIRE_RPC=1."""
+    if rpc_available() or os.environ.get("TUI_LLM_REQUIRE_RPC") == "1":
+        return
+    skip = pytest.mark.skip(
+        reason="llama-cpp-python was built without GGML_RPC; rebuild with "
+        'CMAKE_ARGS="-DGGML_RPC=on" to run the offload tests'
+    )
+    for item in items:
+        if "rpc" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every per-user directory at a temporary folder, so tests never touch the real ones."""
+    root = tmp_path_factory.mktemp("user")
+    for var, sub in (
+        ("TUI_LLM_CONFIG_DIR", "config"),
+        ("TUI_LLM_DATA_DIR", "data"),
+        ("TUI_LLM_STATE_DIR", "state"),
+        ("TUI_LLM_LOG_DIR", "log"),
+    ):
+        monkeypatch.setenv(var, str(root / sub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(root / "hf"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_dir: Path) -> Path:
+    """2 layers, random weights: emits raw bytes through byte-fallback tokens."""
+    from tui_llm.catalog.generate import write_llama_gguf
+
+    return write_llama_gguf(model_dir / "tiny-2l.gguf", n_layer=2, n_embd=64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def model_8l(model_dir: Path) -> Path:
+    """8 layers, random weights, 128 wide."""
+    from tui_llm.catalog.generate import write_llama_gguf
+
+    return write_llama_gguf(model_dir / "rand-8l.gguf", n_layer=8, n_embd=128, seed=8)
+
+
+@pytest.fixture(scope="session")
+def model_32l(model_dir: Path) -> Path:
+    """32 layers, random weights, 64 wide."""
+    from tui_llm.catalog.generate import write_llama_gguf
+
+    return write_llama_gguf(model_dir / "rand-32l.gguf", n_layer=32, n_embd=64, seed=32)
+
+
+@pytest.fixture(scope="session")
+def no_template_model(model_dir: Path) -> Path:
+    """A model whose GGUF has no chat template."""
+    from tui_llm.catalog.generate import write_llama_gguf
+
+    return write_llama_gguf(
+        model_dir / "no-template.gguf", n_layer=2, n_embd=64, seed=3, chat_template=None
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_model(model_dir: Path) -> Path:
+    from tui_llm.catalog.generate import write_demo_model
+
+    return write_demo_model(model_dir / "demo.gguf")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def rpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A llama.cpp RPC server on 127.0.0.1 backed by the CPU: the tests' "GPU"."""
+    if not rpc_available():
+        pytest.fail("llama-cpp-python has no RPC backend (rebuild with -DGGML_RPC=on)")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("rpc") / "rpc-server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tui_llm", "rpc-server", "--port", str(port), "--threads", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"rpc-server exited: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("rpc-server did not start listening")
+    yield f"127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()

@@ -1,0 +1,402 @@
+"""Writers of small llama-architecture GGUF files: random-weight test models and the demo model.
+
+Both are real models that llama.cpp loads and runs, so tests and first-time users need no download.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import string
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import gguf
+import numpy as np
+import numpy.typing as npt
+
+TensorType = Literal["f32", "f16", "q8_0"]
+FloatArray = npt.NDArray[np.float32]
+
+# Rendered by llama-cpp-python with jinja2 (trim_blocks), so newlines live inside expressions.
+DEFAULT_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\\n' }}"
+    "{% else %}{{ 'Assistant: ' + message['content'] + eos_token + '\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+RANDOM_MODEL_NAME = "tui-llm random llama (random weights)"
+DEMO_MODEL_NAME = "tui-llm demo (word bigram, not a language model)"
+BUILTIN_VOCAB_SIZE = 2560
+DEMO_LAYER_COUNT = 8
+
+UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+FIRST_BYTE_ID = 3
+SPACE_MARK = "\u2581"  # SentencePiece's word-start marker, what a space becomes.
+
+_RMS_EPS = 1e-5
+_ROPE_FREQ_BASE = 10000.0
+_INIT_STD = 0.02
+_NEVER_LOGIT = -30.0
+_UNIGRAM_WEIGHT = 0.01  # share of every demo row taken from word frequencies, so text can move on
+_EOS_WEIGHT = 0.5  # a paragraph end counts half, so replies run several sentences before </s>
+_DEMO_HEAD_DIM = 32
+_DEMO_FF = 32
+_CORPUS_PIECE = re.compile(r"[A-Za-z]+|\S")
+_SENTENCE_END = frozenset({".", "?", "!"})
+# Chat prompts end with "Assistant:" or a newline, so after these the demo starts a sentence.
+_DEMO_START_CONTEXTS = ("<s>", ":", "<0x0A>")
+
+_TYPE_BY_NAME = {
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An SPM ("llama") token list with scores and types, as llama.cpp's tokenizer reads them."""
+
+    tokens: list[str]
+    scores: list[float]
+    token_types: list[int]
+
+    def ids(self) -> dict[str, int]:
+        """Token text to id, for building the demo's bigram table."""
+        return {token: token_id for token_id, token in enumerate(self.tokens)}
+
+
+@dataclass(frozen=True)
+class _Shape:
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ctx: int
+
+
+def read_demo_corpus() -> str:
+    """The shipped English text that the demo model's vocabulary and word pairs are counted from."""
+    return (resources.files("tui_llm.catalog") / "data" / "demo_corpus.txt").read_text("utf-8")
+
+
+def _corpus_words_by_frequency(corpus: str) -> list[str]:
+    counts: dict[str, int] = {}
+    for word in re.findall(r"[A-Za-z]+", corpus):
+        counts[word] = counts.get(word, 0) + 1
+    return sorted(counts, key=lambda word: (-counts[word], word))
+
+
+def _filler_pieces(taken: set[str]) -> Iterator[str]:
+    for length in itertools.count(2):
+        for letters in itertools.product(string.ascii_lowercase, repeat=length):
+            piece = SPACE_MARK + "".join(letters)
+            if piece not in taken:
+                yield piece
+
+
+def build_vocabulary(n_vocab: int | None = None, corpus: str | None = None) -> Vocabulary:
+    """The first n_vocab tokens of the built-in SPM vocabulary (BUILTIN_VOCAB_SIZE when None).
+
+    Order is <unk>, <s>, </s>, the 256 byte tokens, the space mark, printable ASCII, then every
+    prefix of "▁word" for the corpus words, most frequent first: llama.cpp's SPM tokenizer only
+    merges pairs whose concatenation is a token, so each word needs all its prefixes, and any
+    truncation of this order keeps that property. Past the corpus it pads with letter pieces.
+    """
+    size = BUILTIN_VOCAB_SIZE if n_vocab is None else n_vocab
+    if size < FIRST_BYTE_ID + 256:
+        raise ValueError(f"n_vocab must be at least {FIRST_BYTE_ID + 256}, got {size}")
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    types += [gguf.TokenType.BYTE] * 256
+    pieces = [SPACE_MARK] + [chr(code) for code in range(0x21, 0x7F)]
+    seen = set(pieces)
+    for word in _corpus_words_by_frequency(read_demo_corpus() if corpus is None else corpus):
+        marked = SPACE_MARK + word
+        for end in range(2, len(marked) + 1):
+            if marked[:end] not in seen:
+                seen.add(marked[:end])
+                pieces.append(marked[:end])
+        if len(tokens) + len(pieces) >= size:
+            break
+    pieces.extend(itertools.islice(_filler_pieces(seen), max(0, size - len(tokens) - len(pieces))))
+    tokens += pieces[: size - len(tokens)]
+    types += [gguf.TokenType.NORMAL] * (size - len(types))
+    scores = [0.0] * (FIRST_BYTE_ID + 256) + [-float(i) for i in range(size - FIRST_BYTE_ID - 256)]
+    return Vocabulary(tokens=tokens, scores=scores, token_types=[int(t) for t in types])
+
+
+def _tensor_plan(shape: _Shape, tie_embeddings: bool) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and numpy shapes (rows, columns; GGUF stores them reversed) in file order."""
+    q_width = shape.n_head * shape.head_dim
+    kv_width = shape.n_head_kv * shape.head_dim
+    plan: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (shape.n_vocab, shape.n_embd))]
+    plan.append(("output_norm.weight", (shape.n_embd,)))
+    if not tie_embeddings:
+        plan.append(("output.weight", (shape.n_vocab, shape.n_embd)))
+    for layer in range(shape.n_layer):
+        block = f"blk.{layer}."
+        plan += [
+            (block + "attn_norm.weight", (shape.n_embd,)),
+            (block + "attn_q.weight", (q_width, shape.n_embd)),
+            (block + "attn_k.weight", (kv_width, shape.n_embd)),
+            (block + "attn_v.weight", (kv_width, shape.n_embd)),
+            (block + "attn_output.weight", (shape.n_embd, q_width)),
+            (block + "ffn_norm.weight", (shape.n_embd,)),
+            (block + "ffn_gate.weight", (shape.n_ff, shape.n_embd)),
+            (block + "ffn_up.weight", (shape.n_ff, shape.n_embd)),
+            (block + "ffn_down.weight", (shape.n_embd, shape.n_ff)),
+        ]
+    return plan
+
+
+def _encode(values: FloatArray, qtype: gguf.GGMLQuantizationType) -> npt.NDArray[np.generic]:
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return values.astype(np.float32)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return values.astype(np.float16)
+    encoded: npt.NDArray[np.generic] = gguf.quants.quantize(values, qtype)
+    return encoded
+
+
+def _write_model(
+    path: Path,
+    *,
+    shape: _Shape,
+    vocab: Vocabulary,
+    tensor_type: TensorType,
+    name: str,
+    chat_template: str | None,
+    tie_embeddings: bool,
+    fill: Callable[[str, tuple[int, ...]], FloatArray],
+) -> Path:
+    """Write metadata, then each tensor as fill makes it, to a temporary file moved into place.
+
+    Streaming keeps memory at one tensor, and the rename means a crash never leaves a half model.
+    """
+    qtype, file_type = _TYPE_BY_NAME[tensor_type]
+    plan = _tensor_plan(shape, tie_embeddings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = path.with_name(f".{path.name}.{os.getpid()}.part")
+    writer = gguf.GGUFWriter(partial_path, "llama")
+    try:
+        writer.add_name(name)
+        writer.add_file_type(int(file_type))
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        writer.add_vocab_size(shape.n_vocab)
+        writer.add_context_length(shape.n_ctx)
+        writer.add_embedding_length(shape.n_embd)
+        writer.add_block_count(shape.n_layer)
+        writer.add_feed_forward_length(shape.n_ff)
+        writer.add_head_count(shape.n_head)
+        writer.add_head_count_kv(shape.n_head_kv)
+        writer.add_key_length(shape.head_dim)
+        writer.add_value_length(shape.head_dim)
+        writer.add_rope_dimension_count(shape.head_dim)
+        writer.add_rope_freq_base(_ROPE_FREQ_BASE)
+        writer.add_layer_norm_rms_eps(_RMS_EPS)
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(vocab.tokens)
+        writer.add_token_scores(vocab.scores)
+        writer.add_token_types(vocab.token_types)
+        writer.add_unk_token_id(UNK_ID)
+        writer.add_bos_token_id(BOS_ID)
+        writer.add_eos_token_id(EOS_ID)
+        writer.add_add_bos_token(True)
+        writer.add_add_eos_token(False)
+        writer.add_add_space_prefix(True)
+        if chat_template is not None:
+            writer.add_chat_template(chat_template)
+        for tensor_name, numpy_shape in plan:
+            tensor_qtype = gguf.GGMLQuantizationType.F32 if len(numpy_shape) == 1 else qtype
+            if tensor_qtype == gguf.GGMLQuantizationType.Q8_0:
+                stored_shape = gguf.quant_shape_to_byte_shape(numpy_shape, tensor_qtype)
+                writer.add_tensor_info(
+                    tensor_name,
+                    stored_shape,
+                    np.dtype(np.uint8),
+                    math.prod(stored_shape),
+                    raw_dtype=tensor_qtype,
+                )
+            else:
+                dtype = np.dtype(
+                    np.float32 if tensor_qtype == gguf.GGMLQuantizationType.F32 else np.float16
+                )
+                writer.add_tensor_info(
+                    tensor_name, numpy_shape, dtype, math.prod(numpy_shape) * dtype.itemsize
+                )
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for tensor_name, numpy_shape in plan:
+            tensor_qtype = gguf.GGMLQuantizationType.F32 if len(numpy_shape) == 1 else qtype
+            writer.write_tensor_data(_encode(fill(tensor_name, numpy_shape), tensor_qtype))
+        writer.close()
+        os.replace(partial_path, path)
+    except BaseException:
+        writer.close()
+        partial_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_llama_gguf(
+    path: str | os.PathLike[str],
+    *,
+    n_layer: int,
+    n_embd: int,
+    n_vocab: int | None = None,
+    n_ctx: int = 2048,
+    n_head: int = 4,
+    n_head_kv: int | None = None,
+    n_ff: int | None = None,
+    seed: int = 0,
+    tensor_type: TensorType = "f16",
+    chat_template: str | None = DEFAULT_CHAT_TEMPLATE,
+    name: str = RANDOM_MODEL_NAME,
+    tie_embeddings: bool = False,
+) -> Path:
+    """Write a random-weight llama model with a real SPM tokenizer; same arguments, same bytes.
+
+    n_vocab is the total token count (None: BUILTIN_VOCAB_SIZE); n_ff defaults to llama's 8/3 of
+    n_embd rounded up to 32; chat_template=None leaves tokenizer.chat_template out of the file.
+    The output is random tokens, raw control bytes included, which terminal-safety tests rely on.
+    """
+    kv_heads = n_head if n_head_kv is None else n_head_kv
+    ff = n_ff if n_ff is not None else -(-8 * n_embd // 3 // 32) * 32
+    if min(n_layer, n_embd, n_head, kv_heads, ff, n_ctx) < 1:
+        raise ValueError("n_layer, n_embd, n_head, n_head_kv, n_ff and n_ctx must be positive")
+    if n_embd % n_head or (n_embd // n_head) % 2:
+        raise ValueError(f"n_embd {n_embd} must split into {n_head} heads of an even size")
+    if n_head % kv_heads:
+        raise ValueError(f"n_head {n_head} must be a multiple of n_head_kv {kv_heads}")
+    if tensor_type == "q8_0" and (n_embd % 32 or ff % 32):
+        raise ValueError("q8_0 needs n_embd and n_ff to be multiples of 32")
+    vocab = build_vocabulary(n_vocab)
+    shape = _Shape(
+        n_vocab=len(vocab.tokens),
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_ff=ff,
+        n_head=n_head,
+        n_head_kv=kv_heads,
+        head_dim=n_embd // n_head,
+        n_ctx=n_ctx,
+    )
+    rng = np.random.default_rng(seed)
+
+    def fill(tensor_name: str, numpy_shape: tuple[int, ...]) -> FloatArray:
+        if len(numpy_shape) == 1:
+            return np.ones(numpy_shape, dtype=np.float32)
+        values: FloatArray = rng.standard_normal(numpy_shape, dtype=np.float32)
+        values *= np.float32(_INIT_STD)
+        return values
+
+    return _write_model(
+        Path(path),
+        shape=shape,
+        vocab=vocab,
+        tensor_type=tensor_type,
+        name=name,
+        chat_template=chat_template,
+        tie_embeddings=tie_embeddings,
+        fill=fill,
+    )
+
+
+def demo_bigram_log_probs(vocab: Vocabulary, corpus: str) -> npt.NDArray[np.float64]:
+    """log P(next | current) over the vocabulary, counted from corpus words (rows: current token).
+
+    Paragraph ends count as </s>, so replies stop after a sentence now and then; tokens never seen
+    as a context fall back to word frequencies; out-of-vocabulary words break the chain.
+    """
+    token_ids = vocab.ids()
+    size = len(vocab.tokens)
+    pair_counts = np.zeros((size, size), dtype=np.float64)
+    word_counts = np.zeros(size, dtype=np.float64)
+    start_counts = np.zeros(size, dtype=np.float64)
+    for paragraph in re.split(r"\n\s*\n", corpus):
+        previous: int | None = BOS_ID
+        for piece in _CORPUS_PIECE.findall(paragraph):
+            current = token_ids.get(SPACE_MARK + piece if piece[0].isalpha() else piece)
+            if current is None:
+                previous = None
+                continue
+            word_counts[current] += 1
+            if previous is not None:
+                pair_counts[previous, current] += 1
+                if previous == BOS_ID or vocab.tokens[previous] in _SENTENCE_END:
+                    start_counts[current] += 1
+            previous = current
+        if previous is not None and previous != BOS_ID:
+            pair_counts[previous, EOS_ID] += _EOS_WEIGHT
+    unigram = word_counts / word_counts.sum()
+    starts = start_counts / start_counts.sum()
+    row_totals = pair_counts.sum(axis=1, keepdims=True)
+    smoothed = (1.0 - _UNIGRAM_WEIGHT) * pair_counts / np.maximum(row_totals, 1.0)
+    probs = np.where(row_totals > 0, smoothed + _UNIGRAM_WEIGHT * unigram, unigram)
+    for context in _DEMO_START_CONTEXTS:
+        if context in token_ids:
+            probs[token_ids[context]] = (1.0 - _UNIGRAM_WEIGHT) * starts + _UNIGRAM_WEIGHT * unigram
+    with np.errstate(divide="ignore"):
+        log_probs: npt.NDArray[np.float64] = np.maximum(np.log(probs), _NEVER_LOGIT)
+    log_probs[:, [UNK_ID, BOS_ID, *range(FIRST_BYTE_ID, FIRST_BYTE_ID + 256)]] = _NEVER_LOGIT
+    return log_probs
+
+
+def write_demo_model(path: str | os.PathLike[str]) -> Path:
+    """Write the built-in demo: a word-bigram table of the shipped corpus shaped as 8-layer llama.
+
+    The width equals the vocabulary: token embeddings are one-hot, attention and MLP outputs are
+    zero so the residual stays one-hot, and RMSNorm scales it by s = 1/sqrt(1/width + eps), so
+    output.weight = log P / s gives logits equal to log P(next | current). It reads as English
+    and loads in a second, which is all a demo of offload and streaming needs.
+    """
+    corpus = read_demo_corpus()
+    vocab = build_vocabulary(BUILTIN_VOCAB_SIZE, corpus)
+    width = len(vocab.tokens)
+    shape = _Shape(
+        n_vocab=width,
+        n_embd=width,
+        n_layer=DEMO_LAYER_COUNT,
+        n_ff=_DEMO_FF,
+        n_head=1,
+        n_head_kv=1,
+        head_dim=_DEMO_HEAD_DIM,
+        n_ctx=2048,
+    )
+    norm_scale = 1.0 / math.sqrt(1.0 / width + _RMS_EPS)
+
+    def fill(tensor_name: str, numpy_shape: tuple[int, ...]) -> FloatArray:
+        if len(numpy_shape) == 1:
+            return np.ones(numpy_shape, dtype=np.float32)
+        if tensor_name == "token_embd.weight":
+            return np.eye(width, dtype=np.float32)
+        if tensor_name == "output.weight":
+            log_probs = demo_bigram_log_probs(vocab, corpus)
+            return np.ascontiguousarray((log_probs.T / norm_scale).astype(np.float32))
+        return np.zeros(numpy_shape, dtype=np.float32)
+
+    return _write_model(
+        Path(path),
+        shape=shape,
+        vocab=vocab,
+        tensor_type="f16",
+        name=DEMO_MODEL_NAME,
+        chat_template=DEFAULT_CHAT_TEMPLATE,
+        tie_embeddings=False,
+        fill=fill,
+    )

@@ -1,0 +1,376 @@
+"""The asyncio side of the engine: starts the child process and talks typed messages to it.
+
+Nothing here imports llama.cpp; the UI and the CLI both drive the engine through this class, and
+nothing in it blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui_llm import paths
+from tui_llm.engine.protocol import (
+    CancelRequest,
+    ChatMessage,
+    DevicesEvent,
+    DevicesRequest,
+    DoneEvent,
+    ErrorEvent,
+    ErrorKind,
+    Event,
+    GenerateRequest,
+    LoadedEvent,
+    LoadRequest,
+    LoadSettings,
+    ProgressEvent,
+    ReadyEvent,
+    Request,
+    SamplingParams,
+    ShutdownRequest,
+    TokensEvent,
+    UnloadedEvent,
+    UnloadRequest,
+    decode,
+    encode,
+)
+
+_LOGS_KEPT = 10
+
+
+class EngineError(Exception):
+    """A request failed; ``str()`` is one line for the user, ``kind`` says what went wrong."""
+
+    def __init__(self, kind: ErrorKind, message: str, log_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.log_tail = log_tail
+
+
+@dataclass
+class _Pending:
+    queue: asyncio.Queue[Event | EngineError] = field(default_factory=asyncio.Queue)
+
+
+def new_log_path() -> Path:
+    """A fresh log file for one engine process; old ones beyond the last few are removed."""
+    folder = paths.log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"engine-{stamp}-{os.getpid()}-{next(_log_counter)}.log"
+    old = sorted(folder.glob("engine-*.log"), key=lambda p: p.stat().st_mtime)
+    for stale in old[: max(0, len(old) - _LOGS_KEPT + 1)]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    return path
+
+
+_log_counter = itertools.count(1)
+
+
+class EngineClient:
+    """One llama.cpp child process, driven with ``await``; restartable after a crash."""
+
+    def __init__(self, python: str | None = None, log_path: Path | None = None) -> None:
+        self._python = python or sys.executable
+        self._fixed_log_path = log_path
+        self.log_path: Path | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        self.ready: ReadyEvent | None = None
+        self.loaded: LoadedEvent | None = None
+        self.crash: EngineError | None = None
+        self.on_crash: Callable[[EngineError], None] | None = None
+
+    # ---- process ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> ReadyEvent:
+        """Start the child and wait until llama.cpp is imported and has listed its devices."""
+        if self.running and self.ready is not None:
+            return self.ready
+        self.crash = None
+        self.loaded = None
+        self.log_path = self._fixed_log_path or new_log_path()
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        src_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH", "")) if p)
+        self._proc = await asyncio.create_subprocess_exec(
+            self._python,
+            "-m",
+            "tui_llm.engine.worker",
+            str(self.log_path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+            limit=16 * 1024 * 1024,
+            start_new_session=True,
+        )
+        pending = self._register(0)
+        self._reader = asyncio.create_task(self._read_events(self._proc))
+        try:
+            event = await self._next(pending)
+        finally:
+            self._pending.pop(0, None)
+        assert isinstance(event, ReadyEvent)
+        self.ready = event
+        return event
+
+    async def close(self) -> None:
+        """Ask the child to exit (freeing all its memory), then make sure it has."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(Exception):
+                await self._send(ShutdownRequest())
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        self._proc = None
+        self.loaded = None
+        self.ready = None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to the child (tests and a last resort)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(sig)
+
+    async def _read_events(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue
+            if not line:
+                break
+            try:
+                event = decode(line)
+            except ValueError:
+                continue
+            pending = self._pending.get(getattr(event, "request_id", 0))
+            if pending is not None:
+                pending.queue.put_nowait(event)  # type: ignore[arg-type]
+        code = await proc.wait()
+        if self._proc is proc:
+            self._on_exit(code)
+
+    def _on_exit(self, code: int) -> None:
+        expected = not self._pending
+        if code < 0:
+            try:
+                what = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                what = f"killed by signal {-code}"
+        else:
+            what = f"exited with status {code}"
+        tail = self.log_tail()
+        hint = next((line for line in reversed(tail) if line.strip()), "")
+        message = f"the engine process {what}" + (f" ({hint.strip()})" if hint else "")
+        error = EngineError("crashed", message, tuple(tail))
+        self.loaded = None
+        self.ready = None
+        if not expected or code != 0:
+            self.crash = error
+        for pending in self._pending.values():
+            pending.queue.put_nowait(error)
+        if self.crash is not None and self.on_crash is not None:
+            self.on_crash(error)
+
+    def log_tail(self, lines: int = 12) -> list[str]:
+        """The last lines of this engine's llama.cpp log."""
+        if self.log_path is None:
+            return []
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - 16384))
+                text = handle.read().decode("utf-8", errors="replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def _register(self, request_id: int) -> _Pending:
+        pending = _Pending()
+        self._pending[request_id] = pending
+        return pending
+
+    async def _send(self, request: Request) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None or proc.stdin is None:
+            raise self.crash or EngineError("crashed", "the engine is not running")
+        try:
+            proc.stdin.write(encode(request))
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise self.crash or EngineError("crashed", "the engine process is gone") from exc
+
+    @staticmethod
+    async def _next(pending: _Pending) -> Event:
+        item = await pending.queue.get()
+        if isinstance(item, EngineError):
+            raise item
+        if isinstance(item, ErrorEvent):
+            raise EngineError(item.kind, item.message, item.log_tail)
+        return item
+
+    async def load(
+        self,
+        settings: LoadSettings,
+        on_progress: Callable[[float], None] | None = None,
+        keep_kv: bool = True,
+    ) -> LoadedEvent:
+        """Load (or reload) a model; the old one's memory is released first.
+
+        With ``keep_kv`` and settings that allow it, the conversation's KV cache is carried over.
+        Cancelling the awaiting task cancels the load in llama.cpp.
+        """
+        if not self.running:
+            await self.start()
+        assert self.ready is not None
+        registered = set(self.loaded.settings.rpc_servers) if self.loaded else set()
+        if registered - set(settings.rpc_servers):
+            # RPC devices cannot be unregistered from a process: start a fresh one.
+            await self.close()
+            await self.start()
+        async with self._lock:
+            rid = next(self._ids)
+            pending = self._register(rid)
+            try:
+                await self._send(LoadRequest(rid, settings, keep_kv))
+                while True:
+                    event = await self._next(pending)
+                    if isinstance(event, ProgressEvent):
+                        if on_progress is not None:
+                            on_progress(event.progress)
+                    elif isinstance(event, LoadedEvent):
+                        self.loaded = event
+                        return event
+            except asyncio.CancelledError:
+                with contextlib.suppress(EngineError):
+                    await self._send(CancelRequest(rid))
+                self.loaded = None
+                raise
+            except EngineError:
+                self.loaded = None
+                raise
+            finally:
+                self._pending.pop(rid, None)
+
+    async def unload(self) -> None:
+        """Free the model while keeping the process."""
+        async with self._lock:
+            rid = next(self._ids)
+            pending = self._register(rid)
+            try:
+                await self._send(UnloadRequest(rid))
+                while not isinstance(await self._next(pending), UnloadedEvent):
+                    pass
+                self.loaded = None
+            finally:
+                self._pending.pop(rid, None)
+
+    async def devices(self) -> DevicesEvent:
+        """The backend devices with their current free and total memory."""
+        async with self._lock:
+            rid = next(self._ids)
+            pending = self._register(rid)
+            try:
+                await self._send(DevicesRequest(rid))
+                while True:
+                    event = await self._next(pending)
+                    if isinstance(event, DevicesEvent):
+                        return event
+            finally:
+                self._pending.pop(rid, None)
+
+    async def generate(
+        self,
+        messages: list[ChatMessage] | tuple[ChatMessage, ...],
+        sampling: SamplingParams | None = None,
+        batch_interval_s: float = 0.04,
+    ) -> AsyncIterator[TokensEvent | DoneEvent]:
+        """Stream a reply as token batches, ending with a ``DoneEvent``.
+
+        Closing the iterator early (or cancelling the consuming task) stops generation in the
+        child; the ``DoneEvent`` then says ``cancelled``.
+        """
+        async with self._lock:
+            rid = next(self._ids)
+            pending = self._register(rid)
+            finished = False
+            try:
+                await self._send(
+                    GenerateRequest(
+                        rid, tuple(messages), sampling or SamplingParams(), batch_interval_s
+                    )
+                )
+                while True:
+                    event = await self._next(pending)
+                    if isinstance(event, TokensEvent):
+                        yield event
+                    elif isinstance(event, DoneEvent):
+                        finished = True
+                        yield event
+                        return
+            finally:
+                if not finished and self.running:
+                    with contextlib.suppress(EngineError):
+                        await self._send(CancelRequest(rid))
+                    # Drain until the child confirms, so the next request starts clean.
+                    with contextlib.suppress(EngineError, asyncio.TimeoutError):
+                        while True:
+                            event = await asyncio.wait_for(self._next(pending), 30.0)
+                            if isinstance(event, DoneEvent):
+                                break
+                self._pending.pop(rid, None)
+
+    async def cancel_all(self) -> None:
+        """Cancel whatever the child is doing (generation or load)."""
+        for rid in list(self._pending):
+            if rid:
+                with contextlib.suppress(EngineError):
+                    await self._send(CancelRequest(rid))
+
+    async def chat(
+        self,
+        messages: list[ChatMessage] | tuple[ChatMessage, ...],
+        sampling: SamplingParams | None = None,
+    ) -> DoneEvent:
+        """Generate a whole reply and return its ``DoneEvent``."""
+        done: DoneEvent | None = None
+        async for event in self.generate(messages, sampling):
+            if isinstance(event, DoneEvent):
+                done = event
+        assert done is not None
+        return done

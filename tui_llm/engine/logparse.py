@@ -1,0 +1,117 @@
+"""Parse what llama.cpp writes to its log: buffer sizes per device, offloaded layers, failures.
+
+These figures are ground truth for the memory estimate and for the gauge, so they are read from
+llama.cpp's own words rather than recomputed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tui_llm.engine.protocol import BufferSize
+
+MIB = 1024 * 1024
+
+_BUFFER_RE = re.compile(
+    r"^\s*(?P<func>[\w:~]+):\s+(?P<device>\S+)\s+"
+    r"(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[0-9.]+)\s*MiB"
+)
+_OFFLOADED_RE = re.compile(r"offloaded (?P<done>\d+)/(?P<total>\d+) layers to GPU")
+_KINDS = {"model": "model", "KV": "kv", "compute": "compute", "output": "output", "RS": "recurrent"}
+_OOM_MARKERS = (
+    "failed to allocate",
+    "unable to allocate",
+    "out of memory",
+    "cudaMalloc failed",
+    "ErrorOutOfDeviceMemory",
+    "failed to create context",
+    "ggml_backend_buffer_alloc",
+)
+
+
+def parse_buffer_line(line: str) -> BufferSize | None:
+    """A ``BufferSize`` for a ``... <device> model|KV|compute buffer size = N MiB`` line."""
+    match = _BUFFER_RE.match(line)
+    if match is None:
+        return None
+    kind = _KINDS[match["kind"]]
+    size = round(float(match["mib"]) * MIB)
+    return BufferSize(device=match["device"], kind=kind, size_bytes=size)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What one model load's log said."""
+
+    buffers: tuple[BufferSize, ...]
+    offloaded_layers: int
+    total_layers: int
+    out_of_memory: bool
+
+
+def parse_load_log(lines: Iterable[str]) -> LoadReport:
+    """Gather buffers, the offloaded layer count and any allocation failure from log lines."""
+    buffers: list[BufferSize] = []
+    offloaded = 0
+    total = 0
+    oom = False
+    for line in lines:
+        buf = parse_buffer_line(line)
+        if buf is not None:
+            buffers.append(buf)
+            continue
+        match = _OFFLOADED_RE.search(line)
+        if match:
+            offloaded, total = int(match["done"]), int(match["total"])
+            continue
+        if any(marker in line for marker in _OOM_MARKERS):
+            oom = True
+    return LoadReport(tuple(buffers), offloaded, total, oom)
+
+
+_ACCELERATOR_PREFIXES = (
+    "CUDA",
+    "ROCm",
+    "HIP",
+    "Vulkan",
+    "Metal",
+    "MTL",
+    "RPC",
+    "SYCL",
+    "CANN",
+    "OpenCL",
+    "MUSA",
+    "BLAS_GPU",
+    "WebGPU",
+    "zDNN",
+    "Hexagon",
+)
+
+
+def is_host_buffer(device: str) -> bool:
+    """Whether a llama.cpp buffer lives in host memory.
+
+    ``CPU``, ``CPU_Mapped``, ``CPU_REPACK``, ``AMX`` and pinned ``CUDA_Host`` buffers are host
+    memory; buffers named after an accelerator (``CUDA0``, ``RPC0[host:port]``) are not.
+    """
+    if device.endswith("_Host") or (device.endswith("_Mapped") and device.startswith("CPU")):
+        return True
+    return not device.startswith(_ACCELERATOR_PREFIXES)
+
+
+def device_of_buffer(device: str) -> str:
+    """The device a buffer belongs to: ``CPU_Mapped`` -> ``CPU``, ``CUDA_Host`` -> ``CPU``."""
+    if is_host_buffer(device):
+        return "CPU"
+    return device
+
+
+def totals_by_device(buffers: Iterable[BufferSize]) -> dict[str, int]:
+    """Bytes per device (host buffers all count as ``CPU``)."""
+    totals: dict[str, int] = {}
+    for buf in buffers:
+        dev = device_of_buffer(buf.device)
+        totals[dev] = totals.get(dev, 0) + buf.size_bytes
+    return totals

@@ -1,0 +1,175 @@
+"""ctypes access to ggml's device registry and RPC backend inside llama-cpp-python's libraries.
+
+Only the engine child process and the RPC server process import this (it loads llama.cpp). The
+libraries are opened by their sonames (``libggml.so.0``): the wheel ships copies rather than
+symlinks, and opening ``libggml.so`` would create a second device registry llama.cpp never sees.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from functools import cache
+from pathlib import Path
+
+from tui_llm.engine.protocol import DeviceInfo
+
+_DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+
+
+def llama_lib_dir() -> Path:
+    """The folder holding llama-cpp-python's shared libraries."""
+    import llama_cpp
+
+    return Path(llama_cpp.__file__).parent / "lib"
+
+
+def _open(stem: str) -> ctypes.CDLL | None:
+    """Open one of the bundled ggml libraries by the name libllama links against."""
+    lib_dir = llama_lib_dir()
+    if sys.platform == "darwin":
+        candidates = [f"lib{stem}.0.dylib", f"lib{stem}.dylib"]
+    elif sys.platform == "win32":
+        candidates = [f"{stem}.dll"]
+    else:
+        candidates = [f"lib{stem}.so.0", f"lib{stem}.so"]
+    for name in candidates:
+        path = lib_dir / name
+        if path.exists():
+            return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    return None
+
+
+@cache
+def _ggml() -> ctypes.CDLL:
+    import llama_cpp  # noqa: F401  (loads libllama and with it libggml first)
+
+    lib = _open("ggml")
+    if lib is None:
+        raise RuntimeError(f"libggml not found in {llama_lib_dir()}")
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_name.restype = ctypes.c_char_p
+    lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_description.restype = ctypes.c_char_p
+    lib.ggml_backend_dev_memory.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    lib.ggml_backend_dev_memory.restype = None
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_register.restype = None
+    return lib
+
+
+@cache
+def _ggml_rpc() -> ctypes.CDLL | None:
+    _ggml()
+    lib = _open("ggml-rpc")
+    if lib is None:
+        return None
+    lib.ggml_backend_rpc_add_server.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_rpc_add_server.restype = ctypes.c_void_p
+    lib.ggml_backend_rpc_start_server.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_void_p),
+    ]
+    lib.ggml_backend_rpc_start_server.restype = None
+    return lib
+
+
+def list_devices() -> tuple[DeviceInfo, ...]:
+    """Every backend device llama.cpp can use, with its free and total memory."""
+    lib = _ggml()
+    devices = []
+    for index in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(index)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        kind = _DEVICE_KINDS.get(lib.ggml_backend_dev_type(dev), "other")
+        devices.append(
+            DeviceInfo(
+                name=(lib.ggml_backend_dev_name(dev) or b"?").decode(errors="replace"),
+                description=(lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                kind=kind,  # type: ignore[arg-type]
+                memory_free=int(free.value),
+                memory_total=int(total.value),
+            )
+        )
+    return tuple(devices)
+
+
+def supports_rpc() -> bool:
+    """Whether this llama-cpp-python build has the RPC backend."""
+    import llama_cpp
+
+    try:
+        return bool(llama_cpp.llama_supports_rpc())
+    except AttributeError:
+        return _ggml_rpc() is not None
+
+
+_registered_rpc: set[str] = set()
+
+
+def add_rpc_server(endpoint: str) -> None:
+    """Register an RPC server as a device before a model loads (idempotent per endpoint)."""
+    if endpoint in _registered_rpc:
+        return
+    rpc = _ggml_rpc()
+    if rpc is None:
+        raise RuntimeError("this llama-cpp-python build has no RPC backend (GGML_RPC=off)")
+    reg = rpc.ggml_backend_rpc_add_server(endpoint.encode())
+    if not reg:
+        raise RuntimeError(f"cannot reach RPC server {endpoint}")
+    _ggml().ggml_backend_register(reg)
+    _registered_rpc.add(endpoint)
+
+
+def registered_rpc_servers() -> frozenset[str]:
+    """The RPC endpoints registered in this process."""
+    return frozenset(_registered_rpc)
+
+
+def serve_rpc(endpoint: str, n_threads: int, cache_dir: str | None = None) -> None:
+    """Serve this machine's best local device over RPC; blocks for the life of the process."""
+    lib = _ggml()
+    rpc = _ggml_rpc()
+    if rpc is None:
+        raise RuntimeError("this llama-cpp-python build has no RPC backend (GGML_RPC=off)")
+    device = None
+    for kind in (1, 3, 2, 0):  # GPU, ACCEL, IGPU, then CPU
+        candidate = lib.ggml_backend_dev_by_type(kind)
+        if candidate:
+            device = candidate
+            break
+    if device is None:
+        raise RuntimeError("no ggml device to serve")
+    devices = (ctypes.c_void_p * 1)(device)
+    rpc.ggml_backend_rpc_start_server(
+        endpoint.encode(),
+        cache_dir.encode() if cache_dir else None,
+        n_threads,
+        1,
+        devices,
+    )
+
+
+def served_device_name() -> str:
+    """The name of the device ``serve_rpc`` would serve."""
+    lib = _ggml()
+    for kind in (1, 3, 2, 0):
+        candidate = lib.ggml_backend_dev_by_type(kind)
+        if candidate:
+            return (lib.ggml_backend_dev_name(candidate) or b"?").decode(errors="replace")
+    return "none"

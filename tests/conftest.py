@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hub_fixtures import hub_server, hub_server_session  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from tui_llm import __version__
 
-SUBCOMMANDS = ("chat", "info", "demo-model", "rpc-server")
+SUBCOMMANDS = ("chat", "info", "demo-model", "rpc-server", "search", "pull")
 DEMO_ALIASES = ("demo", ":demo")
 
 
@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("--host", default="127.0.0.1")
     rpc.add_argument("--port", type=int, default=50052)
     rpc.add_argument("--threads", type=_positive, default=None)
+
+    from tui_llm.catalog.hub_cli import add_hub_parsers
+
+    add_hub_parsers(sub)
     return parser
 
 
@@ -340,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_demo_model(args)
         if args.command == "rpc-server":
             return _run_rpc_server(args)
+        if args.command in ("search", "pull"):
+            from tui_llm.catalog.hub_cli import run_pull, run_search
+
+            return run_search(args) if args.command == "search" else run_pull(args)
         raise UsageError(f"unknown command {args.command}")
     except UsageError as exc:
         print(f"tui-llm: error: {exc}", file=sys.stderr)

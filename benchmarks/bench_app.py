@@ -1,0 +1,914 @@
+"""App benchmarks: what the Textual UI costs on top of llama.cpp, measured through the whole app.
+
+Prints figures and ratios measured in one run; it is not a test and asserts nothing about time.
+Run from the repository root; settings, models and logs go to a temporary folder (the
+``TUI_LLM_*_DIR`` variables point there), never to the user's directories:
+
+    .venv/bin/python -m benchmarks.bench_app [--quick]
+
+1. generation tokens/s of a reply sent through the headless app (Pilot types the prompt and
+   presses Enter; the figure is the one the reply shows) over ``Llama.generate`` in this process,
+   same demo model, load settings, chat template and max tokens, interleaved, medians;
+2. event-loop lateness of a probe that wakes every 5 ms, while a model loads (the offload panel's
+   reload, and a model switch) and while a reply streams at full speed;
+3. launch to first paint of the real ``tui-llm demo`` command in a pseudo-terminal and in tmux,
+   and for reference the in-process time from ``make_app`` to the first frame of ``run_test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import re
+import select
+import shlex
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_engine import (
+    LARGE_SHAPE,
+    engine_model_params,
+    machine_line,
+    raw_generate,
+    raw_load,
+)
+from tui_llm import config as config_mod
+from tui_llm import paths
+from tui_llm.app import TuiLlmApp, make_app
+from tui_llm.catalog.demo import ensure_demo_model
+from tui_llm.catalog.discovery import iter_local_models
+from tui_llm.catalog.generate import write_llama_gguf
+from tui_llm.engine.client import EngineClient
+from tui_llm.engine.protocol import (
+    ChatMessage,
+    DoneEvent,
+    LoadedEvent,
+    SamplingParams,
+    TokensEvent,
+)
+from tui_llm.gpu import MonitorThread, create_monitor
+from tui_llm.messages import ApplyLoadSettings, LoadModelRequested
+from tui_llm.screens.main import MainScreen
+from tui_llm.widgets.chat import MessageView
+from tui_llm.widgets.prompt import PromptInput
+
+REPO = Path(__file__).resolve().parents[1]
+TUI_LLM = REPO / ".venv" / "bin" / "tui-llm"
+SIZE = (160, 48)
+PROBE_PERIOD_S = 0.005
+STALL_REPORT_S = 0.016  # lateness above this is traced to the code the loop was running
+PROMPT = "Tell me about the terminal and the quiet work it holds."
+PAINT_MARKER = "GPU offload"  # the offload panel's border title: the main screen is on screen
+LARGE_NAME = "random-16x512.gguf"
+DIR_VARS = ("CONFIG", "DATA", "LOG", "STATE")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each measurement one run does."""
+
+    generation_reps: int
+    max_tokens: int
+    reload_reps: int
+    switch_reps: int
+    idle_s: float
+    launch_runs: int
+
+
+FULL = Plan(
+    generation_reps=7, max_tokens=600, reload_reps=8, switch_reps=3, idle_s=3.0, launch_runs=7
+)
+QUICK = Plan(
+    generation_reps=2, max_tokens=200, reload_reps=2, switch_reps=1, idle_s=1.0, launch_runs=2
+)
+
+
+def log(text: str) -> None:
+    """Progress goes to stderr so stdout holds only the summary."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile (``share`` in 0..1) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+# ---- the engine client the app is given, with a record of each reply --------------------------
+
+
+@dataclass
+class ReplyTrace:
+    """One reply as the UI side saw it: what was sent, when batches and the end arrived."""
+
+    messages: tuple[ChatMessage, ...]
+    requested_at: float
+    first_batch_at: float | None = None
+    first_batch_tokens: int = 0
+    batches: int = 0
+    done_at: float | None = None
+    done: DoneEvent | None = None
+
+
+class RecordingEngine(EngineClient):
+    """The real engine client; it also notes when the app consumes each event of a reply.
+
+    The app pulls the next event only after it has written the previous batch to the screen, so
+    ``done_at`` is when the UI had taken in the whole reply (before the final ``update()``).
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        super().__init__(log_path=log_path)
+        self.replies: list[ReplyTrace] = []
+
+    async def generate(
+        self,
+        messages: list[ChatMessage] | tuple[ChatMessage, ...],
+        sampling: SamplingParams | None = None,
+        batch_interval_s: float = 0.04,
+    ) -> AsyncIterator[TokensEvent | DoneEvent]:
+        trace = ReplyTrace(tuple(messages), time.perf_counter())
+        self.replies.append(trace)
+        async for event in super().generate(messages, sampling, batch_interval_s):
+            now = time.perf_counter()
+            if isinstance(event, TokensEvent):
+                if trace.first_batch_at is None:
+                    trace.first_batch_at = now
+                    trace.first_batch_tokens = event.n_tokens
+                trace.batches += 1
+            else:
+                trace.done_at = now
+                trace.done = event
+            yield event
+
+
+# ---- event-loop lateness -------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """One measured stretch of app activity and the probe's lateness samples during it."""
+
+    phase: str
+    started: float
+    ended: float = 0.0
+    lateness_s: list[float] = field(default_factory=list)
+
+
+class LatenessProbe:
+    """An asyncio task in the app's loop that wakes every 5 ms and records how late it woke.
+
+    It keeps a fixed schedule and skips missed ticks, as a Textual ``Timer`` does, so one long
+    stall is one late sample. A watchdog thread notes what the event loop was running whenever a
+    wake is more than ``STALL_REPORT_S`` overdue, so each long stall can be traced to code.
+    """
+
+    def __init__(self) -> None:
+        self.window: Window | None = None
+        self.stalls: list[tuple[str, float, str]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._due = 0.0
+        self._loop_thread = threading.get_ident()
+        self._watchdog_stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="stall-watchdog", daemon=True)
+        self._seen_stall_at = 0.0
+
+    def start(self, phase: str) -> Window:
+        assert self._task is None, "the probe is already running"
+        window = Window(phase, time.perf_counter())
+        self.window = window
+        self._loop_thread = threading.get_ident()
+        self._task = asyncio.create_task(self._run(window))
+        if not self._watchdog.is_alive():
+            self._watchdog.start()
+        return window
+
+    async def stop(self) -> Window:
+        assert self._task is not None and self.window is not None
+        task, window = self._task, self.window
+        self._task = None
+        self.window = None
+        window.ended = time.perf_counter()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return window
+
+    def close(self) -> None:
+        self._watchdog_stop.set()
+        if self._watchdog.is_alive():
+            self._watchdog.join()
+
+    async def _run(self, window: Window) -> None:
+        start = time.perf_counter()
+        count = 0
+        while True:
+            count += 1
+            due = start + count * PROBE_PERIOD_S
+            self._due = due
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            now = time.perf_counter()
+            window.lateness_s.append(now - due)
+            if now - due > PROBE_PERIOD_S:
+                count = int((now - start) / PROBE_PERIOD_S)
+
+    def _watch(self) -> None:
+        """Sample the loop thread's stack while a wake is overdue (one sample per stall)."""
+        while not self._watchdog_stop.wait(0.002):
+            window, due = self.window, self._due
+            if window is None or not due:
+                continue
+            overdue = time.perf_counter() - due
+            if overdue < STALL_REPORT_S or due == self._seen_stall_at:
+                continue
+            self._seen_stall_at = due
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is not None:
+                self.stalls.append((window.phase, overdue, stall_site(frame)))
+
+
+def stall_site(frame: Any) -> str:
+    """The innermost project frame, and the innermost frame, of a stack: where a stall came from."""
+    stack = traceback.extract_stack(frame)
+    ours = [f for f in stack if "/tui_llm/" in f.filename]
+    inner = stack[-1]
+
+    def where(entry: traceback.FrameSummary) -> str:
+        parts = Path(entry.filename).parts
+        short = "/".join(parts[-2:])
+        return f"{short}:{entry.lineno} {entry.name}"
+
+    if ours and ours[-1] is not inner:
+        return f"{where(ours[-1])} -> {where(inner)}"
+    return where(inner)
+
+
+# ---- driving the app --------------------------------------------------------------------------
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 2 ms (short sleeps keep the loop free) until it holds."""
+    deadline = time.perf_counter() + timeout_s
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
+def last_reply(screen: MainScreen) -> MessageView | None:
+    views = [v for v in screen.query(MessageView) if v.role == "assistant"]
+    return views[-1] if views else None
+
+
+def shown_stats(view: MessageView | None) -> str:
+    if view is None:
+        return ""
+    stats = view.query_one(".stats")
+    return str(getattr(stats, "content", ""))
+
+
+@dataclass(frozen=True)
+class AppReply:
+    """One reply through the app: the figures it shows and what the UI side timed."""
+
+    shown_tokens_per_s: float
+    engine_tokens_per_s: float
+    ui_tokens_per_s: float
+    enter_to_shown_s: float
+    n_tokens: int
+    batches: int
+    text: str
+    messages: tuple[ChatMessage, ...]
+
+
+async def send_through_app(
+    app: TuiLlmApp, pilot: Any, probe: LatenessProbe
+) -> tuple[AppReply, Window]:
+    """New chat, type the prompt, Enter; wait until the reply shows its figures."""
+    screen = app.main_screen
+    await pilot.press("ctrl+n")
+    await wait_until(lambda: not screen.query(MessageView), 10, "the new chat")
+    prompt = screen.query_one(PromptInput)
+    if not prompt.has_focus:
+        # After the first load the focus is elsewhere (see the notes); a user clicks the box.
+        await pilot.click(PromptInput)
+    await pilot.press(*PROMPT)
+    replies_before = len(app.engine.replies)  # type: ignore[attr-defined]
+    probe.start("reply streaming")
+    entered = time.perf_counter()
+    await pilot.press("enter")
+    await wait_until(
+        lambda: (
+            len(app.engine.replies) > replies_before  # type: ignore[attr-defined]
+            and not screen.generating
+            and "tok/s" in shown_stats(last_reply(screen))
+        ),
+        120,
+        "the reply",
+    )
+    shown_at = time.perf_counter()
+    window = await probe.stop()
+    trace: ReplyTrace = app.engine.replies[-1]  # type: ignore[attr-defined]
+    assert trace.done is not None and trace.done_at is not None
+    text = shown_stats(last_reply(screen))
+    match = re.search(r"([\d.]+) tok/s", text)
+    stats = trace.done.stats
+    ui_rate = 0.0
+    if trace.first_batch_at is not None and trace.done_at > trace.first_batch_at:
+        ui_rate = (stats.generated_tokens - trace.first_batch_tokens) / (
+            trace.done_at - trace.first_batch_at
+        )
+    reply = AppReply(
+        shown_tokens_per_s=float(match.group(1)) if match else 0.0,
+        engine_tokens_per_s=stats.generation_tokens_per_s,
+        ui_tokens_per_s=ui_rate,
+        enter_to_shown_s=shown_at - entered,
+        n_tokens=stats.generated_tokens,
+        batches=trace.batches,
+        text=trace.done.text,
+        messages=trace.messages,
+    )
+    return reply, window
+
+
+async def reload_through_app(
+    app: TuiLlmApp, probe: LatenessProbe, phase: str, post: Callable[[MainScreen], None]
+) -> tuple[Window, LoadedEvent]:
+    """Post a load request to the main screen and probe the loop until the new model is in."""
+    screen = app.main_screen
+    before = screen.loaded
+    probe.start(phase)
+    post(screen)
+    await wait_until(
+        lambda: screen.loaded is not None and screen.loaded is not before and not screen.loading,
+        120,
+        phase,
+    )
+    window = await probe.stop()
+    assert screen.loaded is not None
+    return window, screen.loaded
+
+
+# ---- the in-process session -----------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """Result rows for the summary, one markdown table per section, plus loose notes."""
+
+    sections: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, section: str, *cells: str) -> None:
+        self.sections.setdefault(section, []).append(cells)
+
+
+def lateness_row(label: str, windows: Sequence[Window]) -> tuple[str, ...]:
+    samples = [s for w in windows for s in w.lateness_s]
+    span = sum(w.ended - w.started for w in windows)
+    if not samples:
+        return (label, "0", f"{span:.1f}", "-", "-", "-", "-")
+    over = sum(1 for s in samples if s > STALL_REPORT_S)
+    return (
+        label,
+        str(len(samples)),
+        f"{span:.1f}",
+        f"{percentile(samples, 0.5) * 1000:.2f}",
+        f"{percentile(samples, 0.99) * 1000:.1f}",
+        f"{max(samples) * 1000:.1f}",
+        str(over),
+    )
+
+
+async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
+    demo = ensure_demo_model()
+    large = write_llama_gguf(paths.default_models_dir() / LARGE_NAME, **LARGE_SHAPE)  # type: ignore[arg-type]
+    settings = config_mod.Settings()
+    dirs = config_mod.model_dirs(settings)
+    dirs.append(demo.parent)
+    home = folder / "home"
+    home.mkdir()
+    engine = RecordingEngine(log_path=folder / "engine-app.log")
+    monitor = MonitorThread(create_monitor(), interval_s=1.0)
+    probe = LatenessProbe()
+    windows: dict[str, list[Window]] = {}
+
+    def keep(window: Window) -> None:
+        windows.setdefault(window.phase, []).append(window)
+
+    made = time.perf_counter()
+    app = make_app(
+        settings,
+        engine,
+        monitor,
+        scanner=lambda: iter_local_models(dirs, home=home, env={}),
+        initial_model=demo,
+        save_settings=True,
+        sample_interval_s=1.0,
+    )
+    probe.start("startup: first frame, engine start, first load")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            first_frame_s = time.perf_counter() - made
+            shown = PAINT_MARKER in app.export_screenshot()
+            screen = app.main_screen
+            await wait_until(lambda: screen.loaded is not None and not screen.loading, 120, "load")
+            keep(await probe.stop())
+            report.add(
+                "paint",
+                "in-process: make_app() to run_test() ready (Pilot waited for the first frame)",
+                f"{first_frame_s * 1000:.0f}",
+                "1",
+                "-",
+                "yes" if shown else "no (marker missing!)",
+            )
+            assert screen.loaded is not None
+            load_settings = screen.loaded.settings
+            focused = app.focused
+            report.notes.append(
+                "focus after the first load: "
+                f"{type(focused).__name__ if focused is not None else 'nothing'} "
+                f"({'the prompt, as expected' if isinstance(focused, PromptInput) else 'NOT the prompt: typed keys do not reach it'})"
+            )
+            log(f"  app loaded {Path(load_settings.model_path).name}: {load_settings}")
+
+            probe.start("idle, model loaded")
+            await asyncio.sleep(plan.idle_s)
+            keep(await probe.stop())
+
+            log("1. tokens/s through the app vs raw llama-cpp-python")
+            app.sampling = SamplingParams(temperature=0.0, max_tokens=plan.max_tokens, seed=1)
+            await bench_generation(app, pilot, probe, plan, report, keep)
+
+            log("2. loads: the offload panel's reload, then model switches")
+            await bench_loads(app, probe, plan, report, keep, demo, large)
+    finally:
+        if probe.window is not None:
+            await probe.stop()
+        probe.close()
+
+    report.add(
+        "stall", *lateness_row("idle, model loaded (reference)", windows["idle, model loaded"])
+    )
+    for phase in ("reload (offload panel: offload and n_ctx change)", "switch model (picker path)"):
+        report.add("stall", *lateness_row(f"(a) {phase}", windows.get(phase, [])))
+    report.add(
+        "stall", *lateness_row("(b) reply streaming at full speed", windows["reply streaming"])
+    )
+    report.add(
+        "stall",
+        *lateness_row(
+            "startup (reference): first frame, engine start, first load",
+            windows["startup: first frame, engine start, first load"],
+        ),
+    )
+    summarize_stalls(probe, report)
+
+
+async def bench_generation(
+    app: TuiLlmApp,
+    pilot: Any,
+    probe: LatenessProbe,
+    plan: Plan,
+    report: Report,
+    keep: Callable[[Window], None],
+) -> None:
+    screen = app.main_screen
+    assert screen.loaded is not None
+    load_settings = screen.loaded.settings
+    sampling = app.sampling
+    app_runs: list[AppReply] = []
+    raw_runs: list[Any] = []
+    with engine_model_params() as repack:
+        llm = raw_load(load_settings)
+        try:
+            # One untimed reply each: pages touched, caches warm.
+            warm, _ = await send_through_app(app, pilot, probe)
+            messages = warm.messages
+            llm.set_seed(sampling.seed)
+            raw_generate(llm, messages, sampling)
+            for rep in range(plan.generation_reps):
+                # Alternate which goes first so that drift on a shared machine hits both alike.
+                order = ("app", "raw") if rep % 2 == 0 else ("raw", "app")
+                for which in order:
+                    if which == "app":
+                        reply, window = await send_through_app(app, pilot, probe)
+                        keep(window)
+                        app_runs.append(reply)
+                    else:
+                        llm.set_seed(sampling.seed)
+                        raw_runs.append(raw_generate(llm, messages, sampling))
+                last = app_runs[-1]
+                log(
+                    f"  rep {rep + 1}: raw {raw_runs[-1].tokens_per_s:.1f} tok/s, app shows "
+                    f"{last.shown_tokens_per_s:.1f} (engine {last.engine_tokens_per_s:.1f}, "
+                    f"UI side {last.ui_tokens_per_s:.1f}, {last.batches} batches)"
+                )
+        finally:
+            llm.close()
+    raw_rate = median([r.tokens_per_s for r in raw_runs])
+    shown_rate = median([r.shown_tokens_per_s for r in app_runs])
+    engine_rate = median([r.engine_tokens_per_s for r in app_runs])
+    ui_rate = median([r.ui_tokens_per_s for r in app_runs])
+    pair = [a.shown_tokens_per_s / r.tokens_per_s for a, r in zip(app_runs, raw_runs, strict=True)]
+    raw_reply = median([r.reply_s for r in raw_runs])
+    app_reply = median([r.enter_to_shown_s for r in app_runs])
+    counts = sorted({r.n_tokens for r in raw_runs} | {a.n_tokens for a in app_runs})
+    same_text = all(a.text == raw_runs[0].text for a in app_runs) and all(
+        r.text == raw_runs[0].text for r in raw_runs
+    )
+    report.add(
+        "generation",
+        "demo model, reply figure shown by the app",
+        f"{raw_rate:.1f}",
+        f"{shown_rate:.1f}",
+        f"{shown_rate / raw_rate:.3f} (target >= 0.95)",
+        f"{min(pair):.3f}-{max(pair):.3f}",
+    )
+    report.add(
+        "generation",
+        "same replies, rate as the UI consumed the batches",
+        f"{raw_rate:.1f}",
+        f"{ui_rate:.1f}",
+        f"{ui_rate / raw_rate:.3f}",
+        "-",
+    )
+    report.add(
+        "generation",
+        "same replies, whole reply: Enter to figures shown (app) vs prompt to last token (raw), ms",
+        f"{raw_reply * 1000:.0f}",
+        f"{app_reply * 1000:.0f}",
+        f"{raw_reply / app_reply:.3f} (raw / app time)",
+        "-",
+    )
+    report.notes.append(
+        f"generation: load settings as the app loaded them ({describe_load(load_settings)}), "
+        f"use_extra_bufts={repack} for raw and app alike; sampling temperature 0, seed 1, "
+        f"max_tokens {sampling.max_tokens}; tokens per reply {'/'.join(map(str, counts))}, "
+        f"{'identical texts' if same_text else 'TEXTS DIFFER between raw and app'}; engine's own "
+        f"rate inside the app {engine_rate:.1f} tok/s; {plan.generation_reps} interleaved reps"
+    )
+
+
+def describe_load(settings: Any) -> str:
+    threads = "default" if settings.n_threads is None else str(settings.n_threads)
+    return (
+        f"n_ctx {settings.n_ctx}, n_threads {threads}, n_batch {settings.n_batch}, offload "
+        f"{settings.offload_layers}, KV {settings.kv_cache_type}, flash_attn {settings.flash_attn}"
+    )
+
+
+async def bench_loads(
+    app: TuiLlmApp,
+    probe: LatenessProbe,
+    plan: Plan,
+    report: Report,
+    keep: Callable[[Window], None],
+    demo: Path,
+    large: Path,
+) -> None:
+    screen = app.main_screen
+    assert screen.loaded is not None
+    base = screen.loaded.settings
+    other_ctx = 2048 if base.n_ctx != 2048 else 4096
+    variants = [("all", other_ctx), (base.offload_layers, base.n_ctx)]
+    load_times: dict[str, list[float]] = {}
+    for rep in range(plan.reload_reps):
+        offload, n_ctx = variants[rep % 2]
+        phase = "reload (offload panel: offload and n_ctx change)"
+
+        def post(target: MainScreen, offload: Any = offload, n_ctx: int = n_ctx) -> None:
+            target.post_message(
+                ApplyLoadSettings(offload, n_ctx, base.flash_attn, base.kv_cache_type)
+            )
+
+        window, loaded = await reload_through_app(app, probe, phase, post)
+        keep(window)
+        load_times.setdefault("reload", []).append(window.ended - window.started)
+        log(
+            f"  reload to offload {offload}, n_ctx {n_ctx}: {window.ended - window.started:.2f} s "
+            f"(llama.cpp {loaded.load_seconds:.2f} s), worst lateness "
+            f"{max(window.lateness_s, default=0) * 1000:.1f} ms"
+        )
+    for _ in range(plan.switch_reps):
+        for target in (large, demo):
+            phase = "switch model (picker path)"
+
+            def post_switch(screen_: MainScreen, path: Path = target) -> None:
+                screen_.post_message(LoadModelRequested(path))
+
+            window, loaded = await reload_through_app(app, probe, phase, post_switch)
+            keep(window)
+            load_times.setdefault(target.name, []).append(window.ended - window.started)
+            log(
+                f"  switch to {target.name}: {window.ended - window.started:.2f} s "
+                f"(llama.cpp {loaded.load_seconds:.2f} s), worst lateness "
+                f"{max(window.lateness_s, default=0) * 1000:.1f} ms"
+            )
+    report.notes.append(
+        "loads: request to model in, median s: "
+        + ", ".join(f"{name} {median(times):.2f}" for name, times in load_times.items())
+    )
+
+
+def summarize_stalls(probe: LatenessProbe, report: Report) -> None:
+    """The code the loop was running during each wake later than ``STALL_REPORT_S``."""
+    by_site: Counter[tuple[str, str]] = Counter()
+    worst: dict[tuple[str, str], float] = {}
+    for phase, overdue, site in probe.stalls:
+        key = (phase, site)
+        by_site[key] += 1
+        worst[key] = max(worst.get(key, 0.0), overdue)
+    for (phase, site), count in by_site.most_common(12):
+        report.add(
+            "stall sites",
+            phase,
+            f"`{site}`",
+            str(count),
+            f">= {worst[(phase, site)] * 1000:.0f}",
+        )
+
+
+# ---- launch to first paint ------------------------------------------------------------------
+
+_ESCAPES = re.compile(rb"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def screen_text(raw: bytes) -> str:
+    """The printable text of terminal output, escape sequences removed."""
+    return _ESCAPES.sub(b"", raw).decode("utf-8", errors="replace")
+
+
+def engine_leftovers(folder: Path) -> list[int]:
+    """Engine processes whose log file lies in ``folder`` (only this benchmark starts those)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"tui_llm.engine.worker" in cmdline and any(str(folder).encode() in c for c in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass(frozen=True)
+class Launch:
+    first_output_s: float
+    first_paint_s: float
+    quit_s: float
+
+
+def launch_in_pty(env: dict[str, str], timeout_s: float = 30.0) -> Launch:
+    """Start ``tui-llm demo`` on a 160x48 pseudo-terminal; time its first frame, then Ctrl+Q."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SIZE[1], SIZE[0], 0, 0))
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(TUI_LLM), "demo"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    os.close(slave)
+    output = b""
+    first_output = first_paint = 0.0
+    try:
+        while not first_paint:
+            remaining = started + timeout_s - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError(f"no frame with {PAINT_MARKER!r}: {screen_text(output)[-300:]}")
+            ready, _, _ = select.select([master], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(master, 1 << 16)
+            now = time.perf_counter()
+            if not first_output:
+                first_output = now
+            output += chunk
+            if PAINT_MARKER in screen_text(output):
+                first_paint = now
+        quit_at = time.perf_counter()
+        os.write(master, b"\x11")  # Ctrl+Q, Textual's quit
+        while proc.poll() is None and time.perf_counter() - quit_at < 15:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                with contextlib.suppress(OSError):
+                    os.read(master, 1 << 16)
+        quit_s = time.perf_counter() - quit_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(master)
+    return Launch(first_output - started, first_paint - started, quit_s)
+
+
+class Tmux:
+    """A private tmux server (its own socket), so the user's sessions are never touched."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.socket = f"tui-llm-bench-{os.getpid()}"
+        self.env = env
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=check,
+        )
+
+    def __enter__(self) -> Tmux:
+        # The server starts with an idle session, so launches below do not pay for its start.
+        self("new-session", "-d", "-s", "keep", "-x", str(SIZE[0]), "-y", str(SIZE[1]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self("kill-server", check=False)
+
+
+def launch_in_tmux(tmux: Tmux, run: int, timeout_s: float = 30.0) -> Launch:
+    """``tmux new-session -d -x 160 -y 48 'tui-llm demo'``; poll the pane until the frame shows."""
+    name = f"launch{run}"
+    env_flags = [f"-e{key}={tmux.env[key]}" for key in tmux.env if key.startswith("TUI_LLM_")]
+    command = shlex.join([str(TUI_LLM), "demo"])
+    started = time.perf_counter()
+    tmux(
+        "new-session", "-d", "-s", name, "-x", str(SIZE[0]), "-y", str(SIZE[1]),
+        "-c", str(REPO), *env_flags, command,
+    )  # fmt: skip
+    first_paint = 0.0
+    try:
+        while not first_paint:
+            if time.perf_counter() - started > timeout_s:
+                raise TimeoutError(f"no frame with {PAINT_MARKER!r} in tmux")
+            pane = tmux("capture-pane", "-p", "-t", name, check=False).stdout
+            if PAINT_MARKER in pane:
+                first_paint = time.perf_counter()
+            else:
+                time.sleep(0.005)
+        quit_at = time.perf_counter()
+        tmux("send-keys", "-t", name, "C-q")
+        while tmux("has-session", "-t", name, check=False).returncode == 0:
+            if time.perf_counter() - quit_at > 15:
+                break
+            time.sleep(0.02)
+        quit_s = time.perf_counter() - quit_at
+    finally:
+        tmux("kill-session", "-t", name, check=False)
+    return Launch(0.0, first_paint - started, quit_s)
+
+
+def bench_launch(plan: Plan, folder: Path, report: Report) -> None:
+    env = dict(os.environ)
+    env["TERM"] = "xterm-256color"
+    env["COLORTERM"] = "truecolor"
+    env.pop("TEXTUAL", None)
+    cold_env = dict(env)
+    cold_data = folder / "cold-data"
+    cold_env["TUI_LLM_DATA_DIR"] = str(cold_data)
+    log("3. launch to first paint")
+    cold = launch_in_pty(cold_env)
+    log(f"  pty, fresh data dir (demo model written first): {cold.first_paint_s * 1000:.0f} ms")
+    ensure_demo_model()
+    launch_in_pty(env)  # untimed: file cache warm, as for a user's second launch
+    pty_runs: list[Launch] = []
+    tmux_runs: list[Launch] = []
+    with Tmux(env) as tmux:
+        for run in range(plan.launch_runs):
+            pty_runs.append(launch_in_pty(env))
+            tmux_runs.append(launch_in_tmux(tmux, run))
+            log(
+                f"  run {run + 1}: pty {pty_runs[-1].first_paint_s * 1000:.0f} ms "
+                f"(first byte {pty_runs[-1].first_output_s * 1000:.0f} ms), "
+                f"tmux {tmux_runs[-1].first_paint_s * 1000:.0f} ms"
+            )
+    leftovers = engine_leftovers(folder)
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+    def cells(runs: Sequence[Launch]) -> tuple[str, str]:
+        values = [r.first_paint_s * 1000 for r in runs]
+        return f"{median(values):.0f}", f"{min(values):.0f}-{max(values):.0f}"
+
+    pty_median, pty_range = cells(pty_runs)
+    tmux_median, tmux_range = cells(tmux_runs)
+    report.add(
+        "paint",
+        "`tui-llm demo` in a pty (160x48), process start to the first frame with the marker",
+        f"{pty_median} (target <= 1000)",
+        str(len(pty_runs)),
+        pty_range,
+        "yes",
+    )
+    report.add(
+        "paint",
+        "`tui-llm demo` in tmux (new-session -x 160 -y 48), polled with capture-pane",
+        f"{tmux_median} (target <= 1000)",
+        str(len(tmux_runs)),
+        tmux_range,
+        "yes",
+    )
+    report.add(
+        "paint",
+        "`tui-llm demo` in a pty, first launch: the demo model is written before the app starts",
+        f"{cold.first_paint_s * 1000:.0f}",
+        "1",
+        "-",
+        "yes",
+    )
+    report.notes.append(
+        f"launch: first byte of output in the pty after a median "
+        f"{median([r.first_output_s for r in pty_runs]) * 1000:.0f} ms; Ctrl+Q to exit took a "
+        f"median {median([r.quit_s for r in pty_runs]) * 1000:.0f} ms; engine processes left "
+        f"after the launches: {len(leftovers)}"
+    )
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+HEADERS = {
+    "generation": ("measure", "raw tok/s", "app tok/s", "app / raw", "per-pair ratio range"),
+    "stall": ("while", "samples", "seconds", "p50 ms", "p99 ms", "max ms", "wakes > 16 ms"),
+    "stall sites": ("while", "loop was running (project frame -> innermost)", "stalls", "ms"),
+    "paint": ("launch", "median ms", "runs", "range ms", "frame has the marker"),
+}
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def print_summary(report: Report, quick: bool, elapsed: float, loads: tuple[str, str]) -> None:
+    command = ".venv/bin/python -m benchmarks.bench_app" + (" --quick" if quick else "")
+    print(f"command: {command}")
+    print(f"machine: {machine_line()}")
+    print(f"load average (1, 5, 15 min) at start: {loads[0]}; at end: {loads[1]}")
+    print(f"run took {elapsed:.0f} s")
+    for section, rows in report.sections.items():
+        headers = HEADERS[section]
+        print()
+        print("| " + " | ".join(headers) + " |")
+        print("|" + "|".join("---" for _ in headers) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    print()
+    for note in report.notes:
+        print(f"- {note}")
+
+
+async def run_in_app(plan: Plan, folder: Path, report: Report) -> None:
+    await bench_in_app(plan, folder, report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter replies")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    loads_before = load_average()
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="tui-llm-bench-app-") as tmp:
+        folder = Path(tmp)
+        for name in DIR_VARS:
+            os.environ[f"TUI_LLM_{name}_DIR"] = str(folder / name.lower())
+        asyncio.run(run_in_app(plan, folder, report))
+        bench_launch(plan, folder, report)
+    print_summary(report, args.quick, time.perf_counter() - began, (loads_before, load_average()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

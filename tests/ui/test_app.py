@@ -1,0 +1,328 @@
+"""The app driven with Pilot, on the real engine and generated models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from tests import fake_pynvml
+from tui_llm import config
+from tui_llm.app import TuiLlmApp, make_app
+from tui_llm.catalog.discovery import LocalModel
+from tui_llm.catalog.metadata import read_model_info
+from tui_llm.engine.client import EngineClient
+from tui_llm.engine.protocol import SamplingParams
+from tui_llm.gpu import MonitorThread, create_monitor
+from tui_llm.messages import LoadModelRequested
+from tui_llm.widgets.chat import ChatView
+from tui_llm.widgets.gauge import GpuGauge
+from tui_llm.widgets.offload import OffloadPanel
+from tui_llm.widgets.prompt import PromptInput
+
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+async def wait_until(pilot: Pilot[Any], predicate: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll the app until ``predicate`` holds (never sleep and hope)."""
+    steps = int(timeout / 0.05)
+    for _ in range(steps):
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {predicate}")
+
+
+def local(paths: Iterable[Path]) -> Callable[[], list[LocalModel]]:
+    def scan() -> list[LocalModel]:
+        return [
+            LocalModel(path, "folder", path.name, read_model_info(path), None) for path in paths
+        ]
+
+    return scan
+
+
+def build(
+    model: Path | None = None,
+    monitor: Any = None,
+    scanner: Callable[[], Iterable[Any]] | None = None,
+    **overrides: Any,
+) -> TuiLlmApp:
+    app = make_app(
+        config.Settings(),
+        EngineClient(),
+        monitor,
+        scanner,
+        initial_model=model,
+        save_settings=False,
+    )
+    app.load_overrides = {"n_ctx": 512, "n_threads": 1, "offload": 0, **overrides}
+    app.sampling = SamplingParams(temperature=0.0, max_tokens=24, seed=1)
+    return app
+
+
+async def submit(pilot: Pilot[Any], app: TuiLlmApp, text: str) -> None:
+    """Type ``text`` into the message box and press Enter."""
+    prompt = app.main_screen.query_one(PromptInput)
+    prompt.focus()
+    await pilot.pause()
+    prompt.text = text
+    await pilot.press("enter")
+
+
+async def send(pilot: Pilot[Any], app: TuiLlmApp, text: str) -> None:
+    await submit(pilot, app, text)
+    await wait_until(pilot, lambda: app.main_screen.generating or bool(app.main_screen.conversation.turns))
+    await wait_until(pilot, lambda: not app.main_screen.generating)
+
+
+def roles(app: TuiLlmApp) -> list[str]:
+    return [view.role for view in app.main_screen.query_one(ChatView).messages()]
+
+
+async def test_send_stop_regenerate_edit(model_8l: Path) -> None:
+    app = build(model_8l, n_ctx=4096)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        await send(pilot, app, "hello there")
+        assert roles(app) == ["user", "assistant"]
+        first = screen.conversation.last_reply()
+        assert first
+        stats = str(screen.query_one(ChatView).messages()[-1].query_one(".stats").render())
+        assert "tok/s" in stats and "first token" in stats
+
+        # Stop mid-stream: the partial reply stays.
+        app.sampling = SamplingParams(temperature=0.0, max_tokens=5000)
+        await submit(pilot, app, "go on for a long time")
+        await wait_until(pilot, lambda: screen.generating)
+        await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.generating)
+        assert "stopped" in str(screen.query_one(ChatView).messages()[-1].query_one(".stats").render())
+        assert screen.conversation.last_role == "assistant"
+
+        # Regenerate replaces the last reply; the input stays usable meanwhile.
+        app.sampling = SamplingParams(temperature=0.0, max_tokens=12)
+        turns_before = len(screen.conversation.turns)
+        await pilot.press("ctrl+r")
+        await wait_until(
+            pilot, lambda: screen.conversation.last_role == "assistant" and not screen.generating
+        )
+        assert len(screen.conversation.turns) == turns_before
+        assert roles(app) == ["user", "assistant", "user", "assistant"]
+
+        # Edit the last message: it comes back into the box and leaves the chat.
+        await pilot.press("ctrl+e")
+        assert screen.query_one(PromptInput).text == "go on for a long time"
+        assert roles(app) == ["user", "assistant"]
+        await submit(pilot, app, "an edited question")
+        await wait_until(pilot, lambda: not screen.generating and len(roles(app)) == 4)
+        assert screen.conversation.turns[2].content == "an edited question"
+
+        # Copy the last reply with OSC 52.
+        await pilot.press("ctrl+y")
+        assert app.clipboard == screen.conversation.last_reply()
+
+
+@pytest.mark.rpc
+async def test_offload_change_reloads_in_background_and_keeps_the_chat(
+    rpc_server: str, model_8l: Path
+) -> None:
+    app = build(model_8l, rpc_servers=(rpc_server,))
+    app.sampling = SamplingParams(temperature=0.0, max_tokens=16)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        panel = screen.query_one(OffloadPanel)
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        assert screen.loaded is not None and screen.loaded.offloaded_layers == 0
+        await send(pilot, app, "a first message with several words")
+        await pilot.press("ctrl+o")
+        assert panel.has_focus
+        await pilot.press("right", "right", "right", "right")
+        assert panel.pending_layers == 4 and panel.dirty
+        await pilot.press("end")
+        assert panel.pending_layers == 9
+        seen_loading = []
+        original = panel.show_progress
+
+        def spy(progress: float | None) -> None:
+            seen_loading.append(progress)
+            original(progress)
+
+        panel.show_progress = spy  # type: ignore[method-assign]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.loaded is not None and
+                         screen.loaded.offloaded_layers == 9)
+        assert any(p is not None and p > 0 for p in seen_loading)
+        loaded = screen.loaded
+        assert loaded.kv_restored_tokens > 0
+        assert any(b.device.startswith("RPC") and b.kind == "kv" for b in loaded.buffers)
+        assert "GPU layers 9 / 9" in str(panel.query_one(".split").render())
+        gauge_text = str(screen.query_one(GpuGauge).query_one(".devices").render())
+        assert "RPC0" in gauge_text and "9 layers" in gauge_text
+        assert roles(app) == ["user", "assistant"]
+
+        await pilot.press("ctrl+o")
+        await send(pilot, app, "and a second one")
+        assert roles(app) == ["user", "assistant", "user", "assistant"]
+        views = screen.query_one(ChatView).messages()
+        stats = str(views[-1].query_one(".stats").render())
+        evaluated = re.search(r"prompt (\d+) \((\d+) evaluated\)", stats)
+        assert evaluated is not None
+        assert int(evaluated.group(2)) < int(evaluated.group(1))
+
+
+async def test_switch_models_by_key(tiny_model: Path, model_8l: Path) -> None:
+    app = build(scanner=local([tiny_model, model_8l]))
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: app.engine.ready is not None and len(app.found_models) == 2)
+        screen.query_one(ChatView).focus()
+        await pilot.press("f8")
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        assert screen.model_path == tiny_model.resolve()
+        await pilot.press("f8")
+        await wait_until(pilot, lambda: screen.model_path == model_8l.resolve() and
+                         not screen.loading)
+        await pilot.press("f7")
+        await wait_until(pilot, lambda: screen.model_path == tiny_model.resolve() and
+                         not screen.loading)
+        assert [p.name for p in app.recent_models()][:2] == [tiny_model.name, model_8l.name]
+        await pilot.press("f2")
+        await pilot.press("2")
+        await wait_until(pilot, lambda: screen.model_path == model_8l.resolve() and
+                         not screen.loading)
+
+
+async def test_bad_model_shows_one_error_and_keeps_the_previous(
+    model_8l: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(model_8l.read_bytes()[:3000])
+    app = build(model_8l)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        await send(pilot, app, "before")
+        screen.post_message(LoadModelRequested(broken))
+        await wait_until(pilot, lambda: any("broken.gguf" in str(n.message)
+                                            for n in app._notifications))
+        await wait_until(pilot, lambda: screen.loaded is not None and not screen.loading)
+        assert screen.model_path == model_8l.resolve()
+        await send(pilot, app, "after")
+        assert roles(app) == ["user", "assistant", "user", "assistant"]
+
+
+async def test_engine_crash_keeps_the_conversation_and_restarts(model_8l: Path) -> None:
+    app = build(model_8l, n_ctx=4096)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        app.sampling = SamplingParams(temperature=0.0, max_tokens=100000)
+        await submit(pilot, app, "a long reply please")
+        await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
+        app.engine.kill()
+        await wait_until(pilot, lambda: not screen.generating)
+        banner = str(screen.query_one("#banner").render())
+        assert "SIGKILL" in banner and "F5" in banner
+        assert screen.conversation.last_role == "assistant"
+        partial = screen.conversation.last_reply()
+        assert partial
+        app.sampling = SamplingParams(temperature=0.0, max_tokens=8)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: screen.loaded is not None and not screen.loading)
+        await send(pilot, app, "are you back?")
+        assert screen.conversation.turns[1].content == partial
+        assert roles(app)[-1] == "assistant"
+
+
+async def test_control_bytes_in_a_reply_are_inert(model_dir: Path) -> None:
+    from tui_llm.catalog.generate import write_llama_gguf
+
+    noisy = write_llama_gguf(model_dir / "bytes.gguf", n_layer=2, n_embd=64, n_vocab=300, seed=9)
+    app = build(noisy)
+    app.sampling = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0,
+                                  max_tokens=300, seed=4)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        await send(pilot, app, "emit bytes")
+        raw = screen.conversation.last_reply() or ""
+        assert CONTROL.search(raw), "the model should have produced control bytes"
+        view = screen.query_one(ChatView).messages()[-1]
+        assert not CONTROL.search(view.content)
+        assert not CONTROL.search(view.markdown.source)
+
+
+async def test_gauge_with_fake_nvml(model_8l: Path) -> None:
+    gpu = fake_pynvml.FakeGpu(name="NVIDIA H100 80GB HBM3", memory_total=80 * 2**30)
+    nvml = fake_pynvml.FakePynvml([gpu])
+    monitor = MonitorThread(create_monitor(nvml), interval_s=0.05)
+    app = build(model_8l, monitor=monitor)
+    async with app.run_test(size=(160, 48)) as pilot:
+        gauge = app.main_screen.query_one(GpuGauge)
+        await wait_until(pilot, lambda: "GPU0" in str(gauge.query_one(".gpus").render()))
+        text = str(gauge.query_one(".gpus").render())
+        assert "NVIDIA H100 80GB HBM3" in text and "2 GiB / 80 GiB" in text
+        assert "61°C" in text and "123 W / 450 W" in text and "util 37%" in text
+        assert "util" in text and "°C" in text and " W" in text
+
+
+async def test_gauge_metric_failures_show_na(model_8l: Path) -> None:
+    nvml = fake_pynvml.FakePynvml([fake_pynvml.FakeGpu()])
+    nvml.fail("nvmlDeviceGetTemperature")
+    nvml.fail("nvmlDeviceGetPowerUsage")
+    monitor = MonitorThread(create_monitor(nvml), interval_s=0.05)
+    app = build(monitor=monitor)
+    app.autostart_engine = False
+    async with app.run_test(size=(160, 48)) as pilot:
+        gauge = app.main_screen.query_one(GpuGauge)
+        await wait_until(pilot, lambda: "GPU0" in str(gauge.query_one(".gpus").render()))
+        assert "n/a" in str(gauge.query_one(".gpus").render())
+
+
+async def test_gauge_without_nvml_says_why() -> None:
+    nvml = fake_pynvml.FakePynvml(init_error=fake_pynvml.NVMLError_LibraryNotFound)
+    monitor = MonitorThread(create_monitor(nvml), interval_s=0.05)
+    app = build(monitor=monitor)
+    async with app.run_test(size=(160, 48)) as pilot:
+        gauge = app.main_screen.query_one(GpuGauge)
+        await wait_until(pilot, lambda: app.engine.ready is not None)
+        await pilot.pause()
+        reason = str(gauge.query_one(".reason").render())
+        assert reason == "no NVIDIA driver (libnvidia-ml.so.1 not found)"
+        await wait_until(pilot, lambda: "CPU" in str(gauge.query_one(".devices").render()))
+
+
+async def test_narrow_terminal_collapses_panels(model_8l: Path) -> None:
+    app = build(scanner=local([model_8l]))
+    app.autostart_engine = False
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.main_screen
+        assert screen.has_class("-narrow")
+        assert not screen.query_one("#sidebar").display
+        await pilot.press("ctrl+b")
+        assert screen.query_one("#sidebar").display
+        await pilot.press("ctrl+b")
+        assert screen.query_one(PromptInput).has_focus
+
+
+async def test_theme_is_remembered_and_broken_theme_named(user_dirs: Path) -> None:
+    themes = user_dirs / "config" / "themes"
+    themes.mkdir(parents=True)
+    (themes / "broken.toml").write_text("name = \n")
+    app = build()
+    app.autostart_engine = False
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        assert any("broken.toml" in str(n.message) for n in app._notifications)
+        assert {"tui-llm-dark", "tui-llm-light", "tui-llm-high-contrast"} <= set(
+            app.available_themes
+        )
+        app.theme = "tui-llm-light"
+        assert app.settings.theme == "tui-llm-light"

@@ -1,0 +1,429 @@
+"""The Textual app: screens, global commands, themes; the core objects are injected."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
+from textual.theme import Theme
+
+from tui_llm import config as config_mod
+from tui_llm import paths
+from tui_llm.catalog.metadata import human_bytes
+from tui_llm.engine.client import EngineClient, EngineError
+from tui_llm.engine.protocol import LoadedEvent, LoadSettings, ReadyEvent, SamplingParams
+from tui_llm.messages import GpuSampled, LoadModelRequested, ModelsScanned
+from tui_llm.screens.help import HelpScreen
+from tui_llm.screens.main import MainScreen
+from tui_llm.theme_files import DEFAULT_THEME, load_themes
+from tui_llm.widgets.offload import LevelEstimate, OffloadPanel
+
+CUDA_FIX = (
+    'reinstall with CMAKE_ARGS="-DGGML_CUDA=on -DGGML_RPC=on" pip install --no-cache-dir '
+    "--force-reinstall llama-cpp-python"
+)
+
+
+class ModelCommands(Provider):
+    """The fuzzy model picker: every model found, recent ones first."""
+
+    async def discover(self) -> Hits:
+        app = self.app
+        assert isinstance(app, TuiLlmApp)
+        for path in app.picker_models()[:30]:
+            yield DiscoveryHit(path.name, partial(app.request_load, path), help=str(path.parent))
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        assert isinstance(app, TuiLlmApp)
+        matcher = self.matcher(query)
+        for path in app.picker_models():
+            score = matcher.match(f"{path.name} {path.parent.name}")
+            if score > 0:
+                yield Hit(score, matcher.highlight(path.name), partial(app.request_load, path),
+                          help=str(path.parent))
+
+
+class TuiLlmApp(App[None]):
+    """tui-llm: chat with local GGUF models, tune the GPU offload, watch VRAM."""
+
+    TITLE = "tui-llm"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {ModelCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        settings: config_mod.Settings,
+        engine: EngineClient,
+        monitor: Any = None,
+        scanner: Callable[[], Iterable[Any]] | None = None,
+        initial_model: Path | None = None,
+        initial_offload: int | str | None = None,
+        settings_warning: str | None = None,
+        save_settings: bool = True,
+        sample_interval_s: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.engine = engine
+        self.monitor = monitor
+        self.scanner = scanner
+        self.initial_model = initial_model
+        self.initial_offload = initial_offload
+        self.settings_warning = settings_warning
+        self.save_enabled = save_settings
+        self.sample_interval_s = sample_interval_s
+        self.sampling = settings.sampling
+        self.load_overrides: dict[str, Any] = {}
+        self.autostart_engine = True
+        self.last_settings: LoadSettings | None = None
+        self.found_models: list[Path] = []
+        self._theme_errors: list[str] = []
+        self.engine.on_crash = self._engine_crashed
+        self._register_themes()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen(self.initial_model)
+
+    def on_mount(self) -> None:
+        wanted = self.settings.theme or DEFAULT_THEME
+        self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
+        for error in self._theme_errors:
+            self.notify(f"Theme file skipped: {error}", severity="warning", timeout=8)
+        if self.settings_warning:
+            self.notify(self.settings_warning, title="Settings", severity="warning", timeout=10)
+        if self.monitor is not None:
+            self.monitor.on_sample = self._on_sample
+            self.monitor.start()
+        if self.scanner is not None:
+            self.run_worker(self._scan_models, thread=True, group="scan", exclusive=True)
+
+    async def on_unmount(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        await self.engine.close()
+
+    @property
+    def main_screen(self) -> MainScreen:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        raise LookupError("main screen not mounted")
+
+    def watch_theme(self, theme: str) -> None:
+        if self.settings.theme != theme:
+            self.settings.theme = theme
+            self.save()
+
+    def _register_themes(self) -> None:
+        specs, errors = load_themes()
+        self._theme_errors = errors
+        for spec in specs:
+            try:
+                self.register_theme(
+                    Theme(name=spec.name, dark=spec.dark, variables=spec.variables, **spec.colors)
+                )
+            except Exception as exc:  # a colour Textual cannot parse
+                self._theme_errors.append(f"{spec.source}: {exc}")
+
+    # ---- background sources -----------------------------------------------------------------
+
+    def _on_sample(self, snapshot: Any) -> None:
+        """Called on the monitor thread: hand the sample to the UI thread as a message."""
+        try:
+            self.main_screen.post_message(GpuSampled(snapshot))
+        except LookupError:
+            pass
+
+    def monitor_engine_pid(self, pid: int | None) -> None:
+        if self.monitor is not None and hasattr(self.monitor, "set_engine_pid"):
+            self.monitor.set_engine_pid(pid)
+
+    def _scan_models(self) -> None:
+        """Thread worker: stream found models to the browser in small batches."""
+        assert self.scanner is not None
+        batch: list[Any] = []
+        screen = self.main_screen
+        for model in self.scanner():
+            batch.append(model)
+            if model.info is not None:
+                self.found_models.append(Path(model.path))
+            if len(batch) >= 8:
+                screen.post_message(ModelsScanned(batch, done=False))
+                batch = []
+        screen.post_message(ModelsScanned(batch, done=True))
+
+    def _engine_crashed(self, error: EngineError) -> None:
+        try:
+            self.main_screen.on_engine_crashed(error)
+        except LookupError:
+            pass
+
+    # ---- load settings, fit, recovery -------------------------------------------------------
+
+    def load_settings_for(self, path: Path) -> LoadSettings:
+        """The model's saved profile (or the defaults), with command-line overrides on top.
+
+        ``auto`` offload is resolved by ``resolve_offload`` when the load starts.
+        """
+        profile = config_mod.profile_for(self.settings, path)
+        values: dict[str, Any] = {
+            "model_path": str(path.resolve()),
+            "offload_layers": 0,
+            "n_ctx": profile.n_ctx,
+            "kv_cache_type": profile.kv_cache_type,
+            "flash_attn": profile.flash_attn,
+        }
+        values.update(self.load_overrides)
+        offload = values.pop("offload", profile.offload)
+        settings = LoadSettings(**values)
+        return replace(settings, offload_layers=self.resolve_offload(path, offload, settings))
+
+    def resolve_offload(self, path: Path, offload: int | str, settings: LoadSettings) -> int | str:
+        """``auto`` becomes a layer count from the estimate; other values pass through."""
+        if offload != "auto":
+            return offload
+        choice = self.auto_offload(path, settings)
+        return choice[0] if choice is not None else 0
+
+    def auto_offload(self, path: Path, settings: LoadSettings) -> tuple[int, str] | None:
+        try:
+            from tui_llm.fit import auto_offload_for_path
+        except ImportError:
+            return None
+        return auto_offload_for_path(path, settings, self.free_gpu_bytes())
+
+    def free_gpu_bytes(self) -> int | None:
+        """Free memory of the GPU the engine offloads to: NVML first, else llama.cpp's device."""
+        snapshot = getattr(self.monitor, "latest", None)
+        gpus = getattr(snapshot, "gpus", ()) if snapshot is not None else ()
+        frees = [g.memory_total - g.memory_used for g in gpus
+                 if g.memory_total is not None and g.memory_used is not None]
+        if frees:
+            return max(frees)
+        devices = self.engine.ready.devices if self.engine.ready else ()
+        if self.engine.loaded is not None:
+            devices = self.engine.loaded.devices
+        accel = [d.memory_free for d in devices if d.kind != "cpu"]
+        return max(accel) if accel else None
+
+    async def load_with_recovery(
+        self, settings: LoadSettings, on_progress: Callable[[float], None]
+    ) -> tuple[LoadedEvent, str | None]:
+        self.last_settings = settings
+        try:
+            from tui_llm.fit.recovery import load_with_recovery
+        except ImportError:
+            loaded = await self.engine.load(settings, on_progress=on_progress)
+            return loaded, None
+        result = await load_with_recovery(
+            self.engine, settings, self.free_gpu_bytes(), on_progress=on_progress
+        )
+        self.last_settings = result[0].settings
+        return result
+
+    def configure_offload_panel(self, panel: OffloadPanel) -> None:
+        screen_ref = panel
+
+        def estimate(level: int, n_ctx: int, flash: bool, kv: str) -> LevelEstimate | None:
+            loaded = self.engine.loaded
+            if loaded is None:
+                return None
+            try:
+                from tui_llm.fit import estimate_level
+            except ImportError:
+                return None
+            settings = replace(loaded.settings, n_ctx=n_ctx, flash_attn=flash, kv_cache_type=kv)
+            result = estimate_level(Path(settings.model_path), settings, level)
+            if result is None:
+                return None
+            gpu, cpu = result
+            free = self.free_gpu_bytes()
+            return LevelEstimate(gpu, cpu, None if free is None else gpu <= free)
+
+        def auto() -> tuple[int, str] | None:
+            loaded = self.engine.loaded
+            if loaded is None:
+                return None
+            settings = replace(loaded.settings, n_ctx=screen_ref.n_ctx,
+                               flash_attn=screen_ref.flash_attn,
+                               kv_cache_type=screen_ref.kv_cache_type)
+            return self.auto_offload(Path(settings.model_path), settings)
+
+        panel.estimator = estimate
+        panel.auto_level = auto
+
+    def fit_label(self, model: Any) -> str:
+        try:
+            from tui_llm.fit import fit_label
+        except ImportError:
+            return ""
+        return str(fit_label(model.info, self.free_gpu_bytes()))
+
+    def offload_warning(self, ready: ReadyEvent) -> str:
+        """Say so when an NVIDIA GPU is here but the installed llama.cpp cannot use it."""
+        has_accel = any(d.kind in ("gpu", "igpu", "accel") for d in ready.devices)
+        nvidia = False
+        try:
+            from tui_llm.gpu import nvidia_gpu_present
+
+            nvidia = nvidia_gpu_present()
+        except ImportError:
+            pass
+        if nvidia and not any(d.name.startswith("CUDA") for d in ready.devices):
+            return f"An NVIDIA GPU is present but this llama.cpp build cannot use it: {CUDA_FIX}"
+        if not ready.supports_gpu_offload or not has_accel:
+            return "No GPU device in this llama.cpp build: layers stay on the CPU."
+        return ""
+
+    def remember_loaded(self, loaded: LoadedEvent) -> None:
+        config_mod.remember_load(self.settings, loaded.settings)
+        self.save()
+
+    def set_sampling(self, sampling: SamplingParams, system_prompt: str) -> None:
+        self.sampling = sampling
+        config_mod.store_sampling(self.settings, sampling, system_prompt)
+        self.save()
+
+    def save(self) -> None:
+        if not self.save_enabled:
+            return
+        try:
+            config_mod.save_settings(self.settings)
+        except (OSError, ValueError) as exc:
+            self.notify(f"Settings not saved: {exc}", severity="warning")
+
+    # ---- models -----------------------------------------------------------------------------
+
+    def recent_models(self) -> list[Path]:
+        return [Path(p) for p in self.settings.recent_models if Path(p).exists()]
+
+    def picker_models(self) -> list[Path]:
+        seen: dict[str, Path] = {}
+        for path in [*self.recent_models(), *self.found_models]:
+            seen.setdefault(str(path.resolve()), path)
+        return list(seen.values())
+
+    def request_load(self, path: Path) -> None:
+        self.main_screen.post_message(LoadModelRequested(path))
+
+    def action_pick_model(self) -> None:
+        from textual.command import CommandPalette
+
+        self.push_screen(CommandPalette(providers=[ModelCommands],
+                                        placeholder="Search models…"))
+
+    def action_recent_models(self) -> None:
+        from tui_llm.screens.recent import RecentScreen
+
+        self.push_screen(RecentScreen(self.recent_models()), self._recent_chosen)
+
+    def _recent_chosen(self, path: Path | None) -> None:
+        if path is not None:
+            self.request_load(path)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        main = next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
+        if main is None:
+            return
+        yield SystemCommand("Help: keys", "Every key of tui-llm (F1)", self.action_help)
+        yield SystemCommand("Pick a model", "Fuzzy search of local models (Ctrl+L)",
+                            self.action_pick_model)
+        yield SystemCommand("Recent models", "Load one of the last models (F2)",
+                            self.action_recent_models)
+        yield SystemCommand("Next model", "Load the next model in the list (F8)",
+                            partial(main.action_cycle_model, 1))
+        yield SystemCommand("Previous model", "Load the previous model (F7)",
+                            partial(main.action_cycle_model, -1))
+        yield SystemCommand("New chat", "Clear the conversation (Ctrl+N)", main.action_new_chat)
+        yield SystemCommand("Regenerate", "Regenerate the last reply (Ctrl+R)",
+                            main.action_regenerate)
+        yield SystemCommand("Edit last message", "Edit and resend (Ctrl+E)", main.action_edit_last)
+        yield SystemCommand("Copy last reply", "OSC 52 clipboard (Ctrl+Y)", main.action_copy_reply)
+        yield SystemCommand("Copy last code block", "OSC 52 clipboard (Ctrl+K)",
+                            main.action_copy_code)
+        yield SystemCommand("Sampling settings", "Temperature, top-p, system prompt (Ctrl+T)",
+                            main.action_sampling)
+        yield SystemCommand("GPU offload", "Focus the offload control (Ctrl+O)",
+                            main.action_focus_offload)
+        yield SystemCommand("Restart engine", "After a crash, with fewer GPU layers (F5)",
+                            main.action_restart_engine)
+        for number, path in enumerate(self.recent_models()[:9], start=1):
+            yield SystemCommand(f"Load recent {number}: {path.name}", str(path.parent),
+                                partial(self.request_load, path))
+
+
+def describe_bytes(value: int | None) -> str:
+    return "unknown" if value is None else human_bytes(value)
+
+
+def make_app(
+    settings: config_mod.Settings,
+    engine: EngineClient | None = None,
+    monitor: Any = None,
+    scanner: Callable[[], Iterable[Any]] | None = None,
+    **kwargs: Any,
+) -> TuiLlmApp:
+    """Build the app from injected parts (tests pass their own monitor, scanner, engine)."""
+    return TuiLlmApp(settings, engine or EngineClient(), monitor, scanner, **kwargs)
+
+
+def run_app(model: Path | None, args: argparse.Namespace) -> int:
+    """Open the app (``tui-llm [MODEL]``) with the user's settings and real parts."""
+    from tui_llm.catalog.discovery import iter_local_models
+    from tui_llm.gpu import MonitorThread, create_monitor
+
+    settings, warning = config_mod.load_settings()
+    dirs = config_mod.model_dirs(settings)
+    demo_dir = paths.demo_model_path().parent
+    if demo_dir.is_dir() and demo_dir not in dirs:
+        dirs.append(demo_dir)
+    interval = 1.0
+    monitor = MonitorThread(create_monitor(), interval_s=interval)
+    app = make_app(
+        settings,
+        EngineClient(),
+        monitor,
+        scanner=lambda: iter_local_models(dirs),
+        initial_model=model,
+        initial_offload=args.offload,
+        settings_warning=warning,
+        sample_interval_s=interval,
+    )
+    app.load_overrides = load_overrides_from_args(args)
+    app.run()
+    return 0
+
+
+def load_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Load options given on the command line; they win over saved profiles for this run."""
+    overrides: dict[str, Any] = {}
+    if getattr(args, "offload", None) is not None:
+        overrides["offload"] = args.offload
+    if getattr(args, "ctx", None):
+        overrides["n_ctx"] = args.ctx
+    if getattr(args, "flash_attn", None):
+        overrides["flash_attn"] = True
+    if getattr(args, "kv_type", None):
+        overrides["kv_cache_type"] = args.kv_type
+    if getattr(args, "rpc", None):
+        overrides["rpc_servers"] = tuple(args.rpc)
+    if getattr(args, "chat_format", None):
+        overrides["chat_format"] = args.chat_format
+    if getattr(args, "threads", None):
+        overrides["n_threads"] = args.threads
+    return overrides

@@ -1,0 +1,413 @@
+"""User settings in settings.toml: model folders, theme, recent models, load and sampling defaults,
+and a load profile per model.
+
+A file that cannot be read or parsed gives one warning line and the defaults, and loading never
+writes. Saving over such a file first copies it to `settings.toml.broken-<timestamp>` (returning
+that path for the app to show) rather than refusing, so the app's later changes are not lost.
+A value of the wrong type or out of range falls back to its default alone. Saves are atomic (temp
+file + `os.replace`) and edit the existing TOML document, so the user's comments, key order,
+formatting and unknown keys survive; only values that changed are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
+from tui_llm import paths
+from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, SamplingParams
+
+OffloadSetting = Union[Literal["auto", "all"], int]  # noqa: UP007 - a runtime alias on 3.10
+
+MAX_RECENT = 9
+DEFAULT_THEME = "tui-llm-dark"
+SETTINGS_FILE = "settings.toml"
+_HEADER = (
+    "tui-llm settings. Edit freely: comments and unknown keys are kept when tui-llm saves.",
+    "gpu_safety_margin_mib = 512 would leave that much VRAM free (absent: automatic).",
+)
+
+
+@dataclass(frozen=True)
+class LoadProfile:
+    """How to load a model: offload ("auto", "all" or a layer count), context, KV type, flash."""
+
+    offload: OffloadSetting = "auto"
+    n_ctx: int = 4096
+    kv_cache_type: str = "f16"
+    flash_attn: bool = False
+
+
+@dataclass
+class Settings:
+    """Everything tui-llm remembers between runs; the app owns it and changes it in place.
+
+    Model paths (recent_models, last_model, profiles' keys) are absolute; `model_dirs` are kept as
+    the user wrote them (`~` allowed). `gpu_safety_margin_mib` None means automatic.
+    """
+
+    model_dirs: list[str] = field(default_factory=list)
+    theme: str = DEFAULT_THEME
+    recent_models: list[str] = field(default_factory=list)
+    last_model: str | None = None
+    load: LoadProfile = field(default_factory=LoadProfile)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    system_prompt: str = ""
+    gpu_safety_margin_mib: int | None = None
+    profiles: dict[str, LoadProfile] = field(default_factory=dict)
+
+
+def settings_path() -> Path:
+    """Where settings.toml lives (the user config directory)."""
+    return paths.config_dir() / SETTINGS_FILE
+
+
+def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
+    """Read the settings, never failing: (settings, None) or (best effort, one-line warning)."""
+    path = settings_path() if path is None else path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings(), None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        return Settings(), _one_line(f"cannot read {path} ({reason}); using default settings")
+    try:
+        data = tomlkit.parse(text).unwrap()
+    except TOMLKitError as err:
+        return Settings(), _one_line(
+            f"{path} is not valid TOML ({err}); using default settings, the file is left as is"
+        )
+    bad: list[str] = []
+    settings = _settings_from(data, bad)
+    if not bad:
+        return settings, None
+    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    return settings, _one_line(f"{path}: ignored invalid {shown}; using the defaults for those")
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> Path | None:
+    """Write the settings atomically into the existing document, keeping the user's comments.
+
+    Returns the backup made of a file that did not parse (settings.toml.broken-<timestamp>), which
+    is then replaced; otherwise None. A symlinked settings file is written through the link.
+    """
+    path = settings_path() if path is None else path
+    if path.is_symlink():
+        path = path.resolve()
+    backup: Path | None = None
+    old: dict[str, Any] = {}  # what the file means now; empty for a new file, so all is written
+    doc = _new_document()
+    try:
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        old = _values(_settings_from(doc.unwrap(), []))
+    except FileNotFoundError:
+        pass
+    except (UnicodeDecodeError, TOMLKitError):
+        backup = _back_up(path)
+    _merge(doc, old, _values(settings))
+    _atomic_write(path, tomlkit.dumps(doc))
+    return backup
+
+
+def remember_model(settings: Settings, model_path: str | os.PathLike[str]) -> None:
+    """Put a model first in the recent list (at most MAX_RECENT) and make it the last model."""
+    key = model_key(model_path)
+    settings.recent_models = [key, *(p for p in settings.recent_models if p != key)][:MAX_RECENT]
+    settings.last_model = key
+
+
+def profile_for(settings: Settings, model_path: str | os.PathLike[str]) -> LoadProfile:
+    """The load profile saved for a model, or the default load settings."""
+    return settings.profiles.get(model_key(model_path), settings.load)
+
+
+def set_profile(
+    settings: Settings, model_path: str | os.PathLike[str], profile: LoadProfile | None
+) -> None:
+    """Save (or, with None, forget) a model's load profile."""
+    key = model_key(model_path)
+    if profile is None:
+        settings.profiles.pop(key, None)
+    else:
+        settings.profiles[key] = profile
+
+
+def remember_load(settings: Settings, loaded: LoadSettings) -> None:
+    """Record a successful load: the model goes first in the recent list, its settings become
+    its profile (offload as loaded, a layer count or "all")."""
+    remember_model(settings, loaded.model_path)
+    profile = LoadProfile(
+        offload=loaded.offload_layers,
+        n_ctx=loaded.n_ctx,
+        kv_cache_type=loaded.kv_cache_type,
+        flash_attn=loaded.flash_attn,
+    )
+    set_profile(settings, loaded.model_path, profile)
+
+
+def store_sampling(settings: Settings, sampling: SamplingParams, system_prompt: str) -> None:
+    """Keep the sampling panel's values as the defaults for the next replies and runs."""
+    settings.sampling = sampling
+    settings.system_prompt = system_prompt
+
+
+def model_dirs(settings: Settings) -> list[Path]:
+    """The folders to search for models: the default one, then the user's (expanded)."""
+    found: list[Path] = []
+    for folder in (paths.default_models_dir(), *map(Path, settings.model_dirs)):
+        folder = folder.expanduser()
+        if folder not in found:
+            found.append(folder)
+    return found
+
+
+def model_key(model_path: str | os.PathLike[str]) -> str:
+    """How settings name a model file: absolute, `~` expanded, symlinks kept (HF snapshots)."""
+    return os.path.abspath(os.path.expanduser(os.fspath(model_path)))
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+Check = Callable[[object], Any]
+_MISSING = object()
+
+
+def _settings_from(data: Mapping[str, Any], bad: list[str]) -> Settings:
+    """Build Settings from plain TOML data; each invalid value is named in `bad` and defaulted."""
+    default = Settings()
+
+    def take(table: Mapping[str, Any], prefix: str, key: str, check: Check, fallback: Any) -> Any:
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            return fallback
+        checked = check(value)
+        if checked is _MISSING:
+            bad.append(prefix + key)
+            return fallback
+        return checked
+
+    # Top-level keys first, so the warning names problems in the order a file usually has them.
+    theme = take(data, "", "theme", _text(empty=False), default.theme)
+    model_dirs = take(data, "", "model_dirs", _strings, default.model_dirs)
+    recent = map(model_key, take(data, "", "recent_models", _strings, default.recent_models))
+    last_model = take(data, "", "last_model", _text(empty=False), default.last_model)
+    system_prompt = take(data, "", "system_prompt", _text(empty=True), default.system_prompt)
+    margin = take(data, "", "gpu_safety_margin_mib", _integer(0), None)
+    load = _profile_from(_table(data, "load", bad), "load.", default.load, bad)
+    sampling_table = _table(data, "sampling", bad)
+    base = default.sampling
+
+    def sample(key: str, check: Check) -> Any:
+        return take(sampling_table, "sampling.", key, check, getattr(base, key))
+
+    sampling = SamplingParams(
+        temperature=sample("temperature", _number(0, 100)),
+        top_p=sample("top_p", _number(0, 1)),
+        top_k=sample("top_k", _integer(0)),
+        min_p=sample("min_p", _number(0, 1)),
+        repeat_penalty=sample("repeat_penalty", _number(0, 100)),
+        max_tokens=sample("max_tokens", _integer(1)),
+        seed=sample("seed", _integer(0)),
+        stop=tuple(sample("stop", _strings)),
+    )
+    profiles: dict[str, LoadProfile] = {}
+    for model, entry in _table(data, "profiles", bad).items():
+        label = f"profiles.{json.dumps(model)}"
+        if isinstance(entry, dict):
+            profiles[model_key(model)] = _profile_from(entry, label + ".", load, bad)
+        else:
+            bad.append(label)
+    return Settings(
+        model_dirs=model_dirs,
+        theme=theme,
+        recent_models=list(dict.fromkeys(recent))[:MAX_RECENT],
+        last_model=None if last_model is None else model_key(last_model),
+        load=load,
+        sampling=sampling,
+        system_prompt=system_prompt,
+        gpu_safety_margin_mib=margin,
+        profiles=profiles,
+    )
+
+
+def _profile_from(
+    table: Mapping[str, Any], prefix: str, base: LoadProfile, bad: list[str]
+) -> LoadProfile:
+    checks: dict[str, Check] = {
+        "offload": _offload,
+        "n_ctx": _integer(0),
+        "kv_cache_type": _kv_type,
+        "flash_attn": _boolean,
+    }
+    values: dict[str, Any] = {}
+    for key, check in checks.items():
+        if key in table:
+            checked = check(table[key])
+            if checked is _MISSING:
+                bad.append(prefix + key)
+            else:
+                values[key] = checked
+    return dataclasses.replace(base, **values)
+
+
+def _table(data: Mapping[str, Any], key: str, bad: list[str]) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if isinstance(value, dict):
+        return value
+    bad.append(key)
+    return {}
+
+
+def _integer(minimum: int) -> Check:
+    def check(value: object) -> Any:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        return value if ok else _MISSING
+
+    return check
+
+
+def _number(low: float, high: float) -> Check:
+    def check(value: object) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _MISSING
+        number = float(value)
+        return number if math.isfinite(number) and low <= number <= high else _MISSING
+
+    return check
+
+
+def _text(*, empty: bool) -> Check:
+    def check(value: object) -> Any:
+        return value if isinstance(value, str) and (empty or value.strip()) else _MISSING
+
+    return check
+
+
+def _strings(value: object) -> Any:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return _MISSING
+
+
+def _boolean(value: object) -> Any:
+    return value if isinstance(value, bool) else _MISSING
+
+
+def _offload(value: object) -> Any:
+    if value in ("auto", "all"):
+        return value
+    return _integer(0)(value)
+
+
+def _kv_type(value: object) -> Any:
+    return value if value in KV_CACHE_TYPES else _MISSING
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _values(settings: Settings) -> dict[str, Any]:
+    """Settings as TOML-ready nested dicts; None means "no key"."""
+
+    profile = dataclasses.asdict
+    sampling = dataclasses.asdict(settings.sampling)
+    sampling["stop"] = list(settings.sampling.stop)
+    return {
+        "theme": settings.theme,
+        "model_dirs": list(settings.model_dirs),
+        "recent_models": list(settings.recent_models),
+        "last_model": settings.last_model,
+        "system_prompt": settings.system_prompt,
+        "gpu_safety_margin_mib": settings.gpu_safety_margin_mib,
+        "load": profile(settings.load),
+        "sampling": sampling,
+        "profiles": {model: profile(p) for model, p in settings.profiles.items()},
+    }
+
+
+def _merge(
+    container: MutableMapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    """Write into `container` each value of `new` that differs from what the file meant (`old`)."""
+    for key in [*new, *(k for k in old if k not in new)]:
+        value, previous = new.get(key), old.get(key)
+        if isinstance(value, dict):
+            table = container.get(key)
+            if not isinstance(table, MutableMapping):
+                if value == previous:
+                    continue
+                table = tomlkit.table(is_super_table=key == "profiles")
+                container[key] = table
+                previous = {}
+            _merge(table, previous if isinstance(previous, dict) else {}, value)
+        elif value is None:
+            if previous is not None and key in container:
+                del container[key]
+        elif value != previous:
+            container[key] = _item(value)
+
+
+def _item(value: Any) -> Any:
+    """A TOML item; lists of more than one string go one per line."""
+    if isinstance(value, list):
+        array = tomlkit.array()
+        array.extend(value)
+        return array.multiline(len(value) > 1)
+    return value
+
+
+def _new_document() -> tomlkit.TOMLDocument:
+    doc = tomlkit.document()
+    for line in _HEADER:
+        doc.add(tomlkit.comment(line))
+    doc.add(tomlkit.nl())
+    return doc
+
+
+def _back_up(path: Path) -> Path:
+    """Copy a file aside as NAME.broken-<timestamp> (never over an existing backup)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.broken-{stamp}")
+    number = 1
+    while backup.exists():
+        number += 1
+        backup = path.with_name(f"{path.name}.broken-{stamp}-{number}")
+    shutil.copy2(path, backup)
+    return backup
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write text to a temp file beside `path`, fsync it, then os.replace it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temp_name, stat.S_IMODE(path.stat().st_mode))
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,245 @@
+"""``tui-llm fit MODEL``: the memory table for every offload level and the recommended level.
+
+The GPU's free memory comes from NVML (``pynvml``, imported only here and only when run); without
+a GPU the table still shows what each level would need on one, and the recommendation is the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tui_llm.catalog.metadata import human_bytes
+
+DEMO_ALIASES = ("demo", ":demo")
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """One NVIDIA GPU's memory as NVML reports it now."""
+
+    name: str
+    free: int
+    total: int
+
+
+def nvml_gpu_memory() -> GpuMemory | None:
+    """The NVIDIA GPU with the most free memory, or None when NVML is missing or fails."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        best: GpuMemory | None = None
+        for index in range(int(pynvml.nvmlDeviceGetCount())):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            if isinstance(name, bytes):
+                name = name.decode(errors="replace")
+            gpu = GpuMemory(str(name), int(memory.free), int(memory.total))
+            if best is None or gpu.free > best.free:
+                best = gpu
+        return best
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return number
+
+
+def _size(value: str) -> int:
+    """A byte count such as 512M, 1.5G or 1073741824."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in units else ""
+    try:
+        number = float(text[: len(text) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {value}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return int(number * units[unit])
+
+
+def add_fit_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``fit`` to the ``tui-llm`` subcommands (``subparsers`` from add_subparsers)."""
+    from tui_llm.engine.protocol import KV_CACHE_TYPES
+
+    fit = subparsers.add_parser(
+        "fit",
+        help="memory needed at each GPU offload level, and the level that fits now",
+        description="Estimate GPU and CPU memory for every offload level of a model and "
+        "recommend the most layers that fit the GPU's free memory.",
+    )
+    fit.add_argument("model", help="a .gguf file, or 'demo'")
+    fit.add_argument("--ctx", type=_positive, default=4096, metavar="N", help="context size")
+    fit.add_argument("--batch", type=_positive, default=512, metavar="N")
+    fit.add_argument("--kv-type", choices=KV_CACHE_TYPES, default="f16")
+    fit.add_argument("--flash-attn", action="store_true")
+    fit.add_argument(
+        "--margin",
+        type=_size,
+        default=None,
+        metavar="BYTES",
+        help="GPU memory to keep free (default 1G, less on small cards)",
+    )
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    return fit  # type: ignore[no-any-return]
+
+
+def _resolve(name: str) -> Path:
+    if name in DEMO_ALIASES:
+        from tui_llm.catalog.demo import ensure_demo_model
+
+        return ensure_demo_model()
+    return Path(name).expanduser()
+
+
+def _fail(message: str) -> int:
+    print(f"tui-llm: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Print the table (or JSON) for ``args.model``; 2 with one line for a bad model."""
+    from tui_llm.catalog.gguf_reader import GGUFError
+    from tui_llm.catalog.metadata import read_model_info
+    from tui_llm.engine.protocol import LoadSettings
+    from tui_llm.fit import auto
+    from tui_llm.fit.estimate import CUDA, NO_GPU, EstimateError, EstimateSettings, estimate
+
+    path = _resolve(args.model)
+    if not path.exists():
+        return _fail(f"no such model file: {args.model}")
+    if path.is_dir():
+        return _fail(f"{args.model} is a folder, not a .gguf file")
+    try:
+        info = read_model_info(path)
+    except (GGUFError, OSError) as exc:
+        return _fail(str(exc))
+    load = LoadSettings(
+        model_path=str(path),
+        n_ctx=args.ctx,
+        n_batch=args.batch,
+        n_ubatch=min(args.batch, 512),
+        flash_attn=args.flash_attn,
+        kv_cache_type=args.kv_type,
+    )
+    settings = EstimateSettings.from_load_settings(load)
+    try:
+        est = estimate(info, settings, CUDA)
+    except (EstimateError, ValueError) as exc:
+        return _fail(str(exc))
+    gpu = nvml_gpu_memory()
+    # without a GPU the table still shows a CUDA card's needs; the advice is for this machine
+    advised = est if gpu else estimate(info, settings, NO_GPU)
+    choice = auto.choose_offload(
+        advised,
+        gpu.free if gpu else None,
+        total_gpu_bytes=gpu.total if gpu else None,
+        margin_bytes=args.margin,
+    )
+    budget = gpu.free - choice.margin_bytes if gpu else None
+    if args.json:
+        print(json.dumps(_as_json(info.name, path, est, gpu, budget, choice), indent=2))
+        return 0
+    print(_as_text(info.name, est, gpu, budget, choice))
+    return 0
+
+
+def _fits(gpu_bytes: int, budget: int | None) -> bool | None:
+    return None if budget is None else gpu_bytes <= budget
+
+
+def _as_json(
+    name: str, path: Path, est: Any, gpu: GpuMemory | None, budget: int | None, choice: Any
+) -> dict[str, object]:
+    return {
+        "model": str(path),
+        "name": name,
+        "settings": asdict(est.settings),
+        "kv_cells": est.kv_cells,
+        "gpu": asdict(gpu) if gpu else None,
+        "margin_bytes": choice.margin_bytes if gpu else None,
+        "levels": [
+            {
+                "offload_layers": level.offload_layers,
+                "gpu": {**asdict(level.gpu), "total": level.gpu.total},
+                "cpu": {**asdict(level.cpu), "total": level.cpu.total},
+                "fits_now": _fits(level.gpu.total, budget),
+            }
+            for level in est.levels
+        ],
+        "recommended": {
+            "offload_layers": choice.offload_layers,
+            "label": choice.label,
+            "reason": choice.reason,
+            "fits": choice.fits,
+            "gpu_bytes": choice.gpu_bytes,
+            "cpu_bytes": choice.cpu_bytes,
+            "shortfall_bytes": choice.shortfall_bytes,
+        },
+        "problems": list(est.problems),
+        "notes": list(est.notes),
+    }
+
+
+def _as_text(name: str, est: Any, gpu: GpuMemory | None, budget: int | None, choice: Any) -> str:
+    s = est.settings
+    kv = s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"
+    lines = [
+        f"{name}: {est.n_layer} layers + output; context {s.n_ctx} "
+        f"({est.kv_cells} cells), KV {kv}, flash attention {'on' if s.flash_attn else 'off'}",
+    ]
+    if gpu:
+        lines.append(
+            f"GPU: {gpu.name}, {human_bytes(gpu.free)} free of {human_bytes(gpu.total)}, "
+            f"keeping {human_bytes(choice.margin_bytes)} free"
+        )
+    else:
+        lines.append("no GPU found: CPU only (GPU columns: what a CUDA GPU would need)")
+    rows = [("level", "GPU", "CPU", "fits now")]
+    for level in est.levels:
+        fits = _fits(level.gpu.total, budget)
+        label = "all" if level.offload_layers == est.max_level else str(level.offload_layers)
+        rows.append(
+            (
+                label if level.offload_layers else "0 (CPU)",
+                human_bytes(level.gpu.total),
+                human_bytes(level.cpu.total),
+                "-" if fits is None else ("yes" if fits else "no"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines.append("")
+    for row in rows:
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                for i, cell in enumerate(row)
+            ).rstrip()
+        )
+    lines.append("")
+    level_text = "all" if choice.offload_layers == est.max_level else str(choice.offload_layers)
+    lines.append(f"recommended: --offload {level_text} ({choice.reason})")
+    lines += [f"warning: {problem}" for problem in est.problems]
+    lines += [f"note: {note}" for note in est.notes]
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The help screen: every key, grouped by what it is for."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP_TEXT = """\
+# tui-llm keys
+
+Every key below passes through tmux and SSH. Everything is also in the command palette (**Ctrl+P**).
+
+## Chat
+| Key | Does |
+|---|---|
+| Enter | send the message |
+| Ctrl+J | new line in the message |
+| Esc | stop the reply that is streaming |
+| Ctrl+R | regenerate the last reply |
+| Ctrl+E | edit and resend your last message |
+| Ctrl+Y | copy the last reply (OSC 52: works over SSH and in tmux) |
+| Ctrl+K | copy the last code block of the last reply |
+| Ctrl+N | new conversation |
+| Ctrl+T | sampling settings and system prompt |
+
+## Models
+| Key | Does |
+|---|---|
+| Ctrl+B | model browser (type to filter, Enter loads) |
+| Ctrl+L | model picker (fuzzy search) |
+| F7 / F8 | previous / next model |
+| F2, then 1-9 | recent models (1-9 also work directly when the chat has focus) |
+
+## GPU offload (Ctrl+O focuses the panel)
+| Key | Does |
+|---|---|
+| ← / → or - / + | one layer fewer / more on the GPU |
+| [ / ] or PgUp / PgDn | ten percent fewer / more |
+| Home or n / End or l | no layers / all layers |
+| a | Auto: the most layers that fit the free VRAM |
+| c / f / k | context size / flash attention / KV cache type |
+| Enter | apply: reloads in the background, the conversation stays |
+| Esc | back to what is loaded |
+| F5 | restart the engine after a crash (with fewer GPU layers) |
+
+## App
+| Key | Does |
+|---|---|
+| F1 | this help |
+| Ctrl+P | command palette (themes, models, every action) |
+| Ctrl+Q | quit |
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Lists the keys; Esc, q or F1 closes it."""
+
+    BINDINGS = [
+        Binding("escape,q,f1", "dismiss", "Close"),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 90%; max-width: 96; height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP_TEXT)
+
+    def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
+        self.dismiss(None)

@@ -1,0 +1,537 @@
+"""The one main screen: model browser, chat, offload control and GPU gauge."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui_llm.catalog.demo import DEMO_NOTE, is_demo_model
+from tui_llm.conversation import Conversation
+from tui_llm.engine.client import EngineError
+from tui_llm.engine.protocol import DoneEvent, LoadedEvent, LoadSettings, TokensEvent
+from tui_llm.messages import (
+    ApplyLoadSettings,
+    GpuSampled,
+    LoadModelRequested,
+    ModelsScanned,
+    PromptSubmitted,
+)
+from tui_llm.widgets.browser import ModelBrowser
+from tui_llm.widgets.chat import ChatView, MessageView, code_blocks, format_stats
+from tui_llm.widgets.gauge import GpuGauge
+from tui_llm.widgets.offload import OffloadPanel
+from tui_llm.widgets.prompt import PromptInput
+
+if TYPE_CHECKING:
+    from tui_llm.app import TuiLlmApp
+
+EMPTY_CHAT = (
+    "No model loaded yet. Pick one in the model browser (Ctrl+B) or the picker (Ctrl+L);\n"
+    "the built-in demo model is always there. F1 lists every key."
+)
+
+
+class StatusBar(Static):
+    """One line: model, GPU split, context meter, what the engine is doing."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $panel; color: $text; padding: 0 1; }
+    StatusBar.-warn { background: $warning 40%; }
+    StatusBar.-error { background: $error 40%; }
+    """
+
+
+class MainScreen(Screen[None]):
+    """Chat with the loaded model while the offload and the gauge stay in view."""
+
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    AUTO_FOCUS = "#prompt"
+
+    # Priority: the message box (a TextArea) binds Ctrl+E/K/Y itself; ours win everywhere.
+    BINDINGS = [
+        Binding("f1", "app.help", "Help", priority=True),
+        Binding("escape", "stop", "Stop", show=False),
+        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
+        Binding("ctrl+e", "edit_last", "Edit last", priority=True),
+        Binding("ctrl+y", "copy_reply", "Copy reply", priority=True),
+        Binding("ctrl+k", "copy_code", "Copy code", show=False, priority=True),
+        Binding("ctrl+n", "new_chat", "New chat", show=False, priority=True),
+        Binding("ctrl+t", "sampling", "Sampling", priority=True),
+        Binding("ctrl+b", "toggle_browser", "Models", priority=True),
+        Binding("ctrl+o", "focus_offload", "Offload", priority=True),
+        Binding("ctrl+l", "pick_model", "Pick model", show=False, priority=True),
+        Binding("f2", "recent", "Recent", show=False, priority=True),
+        Binding("f7", "cycle_model(-1)", "Prev model", show=False, priority=True),
+        Binding("f8", "cycle_model(1)", "Next model", show=False, priority=True),
+        Binding("f5", "restart_engine", "Restart engine", show=False, priority=True),
+        *[Binding(str(n), f"recent_model({n})", show=False) for n in range(1, 10)],
+    ]
+
+    DEFAULT_CSS = """
+    MainScreen #body { height: 1fr; }
+    MainScreen #sidebar { width: 46; }
+    MainScreen #center { width: 1fr; }
+    MainScreen #right { width: 46; }
+    MainScreen.-narrow #sidebar { display: none; }
+    MainScreen.-narrow #right { width: 34; }
+    MainScreen.-narrow.-show-browser #sidebar { display: block; width: 1fr; }
+    MainScreen.-narrow.-show-browser #center { display: none; }
+    MainScreen.-wide.-hide-browser #sidebar { display: none; }
+    MainScreen #banner { display: none; height: auto; padding: 0 1; background: $warning 30%; }
+    MainScreen #banner.-visible { display: block; }
+    """
+
+    def __init__(self, initial_model: Path | None = None) -> None:
+        super().__init__()
+        self.initial_model = initial_model
+        self.conversation = Conversation()
+        self.generating = False
+        self.loading = False
+        self.loaded: LoadedEvent | None = None
+        self.model_path: Path | None = None
+        self._previous_settings: LoadSettings | None = None
+        self._reply_task: asyncio.Task[None] | None = None
+        self._n_past = 0
+
+    @property
+    def tui(self) -> TuiLlmApp:
+        from tui_llm.app import TuiLlmApp
+
+        assert isinstance(self.app, TuiLlmApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            with Vertical(id="sidebar"):
+                yield ModelBrowser(id="browser")
+            with Vertical(id="center"):
+                yield Static("", id="banner", markup=False)
+                yield ChatView(EMPTY_CHAT, id="chat")
+                yield PromptInput(id="prompt")
+            with Vertical(id="right"):
+                yield OffloadPanel(id="offload")
+                yield GpuGauge(id="gauge")
+        yield StatusBar("", id="status", markup=False)
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        prompt = self.query_one(PromptInput)
+        prompt.focus()
+        # The first layout can hide and re-show widgets, which moves focus: put it back.
+        self.set_timer(0.3, self._focus_prompt_if_lost)
+        self.conversation.system_prompt = self.tui.settings.system_prompt
+        panel = self.query_one(OffloadPanel)
+        self.tui.configure_offload_panel(panel)
+        browser = self.query_one(ModelBrowser)
+        browser.fit_for = self.tui.fit_label
+        reason = getattr(self.tui.monitor, "reason", None)
+        if reason:
+            self.query_one(GpuGauge).set_unavailable(reason)
+        self.update_status()
+        if self.tui.autostart_engine:
+            self.start_engine()
+
+    def _focus_prompt_if_lost(self) -> None:
+        if self.focused is None or isinstance(self.focused, ChatView):
+            self.query_one(PromptInput).focus()
+
+    # ---- engine lifecycle ---------------------------------------------------------------------
+
+    @work(group="engine", exclusive=False)
+    async def start_engine(self) -> None:
+        try:
+            ready = await self.tui.engine.start()
+        except (EngineError, OSError) as exc:
+            self.show_banner(f"The engine did not start: {exc}")
+            return
+        warning = self.tui.offload_warning(ready)
+        if warning:
+            self.query_one(OffloadPanel).warning = warning
+        self.query_one(GpuGauge).set_engine(ready.pid, ready.devices, (), 0)
+        self.tui.monitor_engine_pid(ready.pid)
+        if self.initial_model is not None:
+            self.load_model(self.initial_model, self.tui.initial_offload)
+        elif self.tui.settings.last_model and Path(self.tui.settings.last_model).exists():
+            self.chat_view.set_empty_text(
+                EMPTY_CHAT + f"\nLast model: {Path(self.tui.settings.last_model).name} "
+                "(press 1 or F2 to load it)."
+            )
+
+    @property
+    def chat_view(self) -> ChatView:
+        return self.query_one(ChatView)
+
+    def show_banner(self, text: str) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(text)
+        banner.set_class(bool(text), "-visible")
+
+    def settings_for(self, path: Path, offload: int | str | None = None) -> LoadSettings:
+        """Load settings for a model: its saved profile, else the defaults; Auto resolved."""
+        settings = self.tui.load_settings_for(path)
+        if offload is not None:
+            layers = self.tui.resolve_offload(path, offload, settings)
+            settings = replace(settings, offload_layers=layers)
+        return settings
+
+    def load_model(self, path: Path, offload: int | str | None = None) -> None:
+        settings = self.settings_for(path, offload)
+        new_model = self.model_path is None or path.resolve() != self.model_path.resolve()
+        self.run_load(settings, new_model=new_model)
+
+    @work(group="load", exclusive=True)
+    async def run_load(self, settings: LoadSettings, new_model: bool = False) -> None:
+        """Reload in the background: stop a running reply first, keep the chat on screen."""
+        await self.stop_reply()
+        panel = self.query_one(OffloadPanel)
+        self.loading = True
+        previous = self.loaded.settings if self.loaded is not None else None
+        name = Path(settings.model_path).name
+        panel.status = f"Loading {name}…"
+        panel.show_progress(0.0)
+        self.update_status()
+        try:
+            loaded, note = await self.tui.load_with_recovery(
+                settings, on_progress=lambda p: panel.show_progress(p)
+            )
+        except EngineError as exc:
+            panel.show_progress(None)
+            self.loading = False
+            panel.status = ""
+            self.notify(str(exc), title="Load failed", severity="error", timeout=10)
+            if previous is not None and exc.kind != "cancelled":
+                panel.status = f"Reloading {Path(previous.model_path).name}…"
+                self.run_load(previous)
+            else:
+                self.loaded = None
+                self.update_status()
+            return
+        finally:
+            panel.show_progress(None)
+        self.loading = False
+        self.on_loaded(loaded, note, new_model)
+
+    def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
+        panel = self.query_one(OffloadPanel)
+        self.loaded = loaded
+        path = Path(loaded.settings.model_path)
+        self.model_path = path
+        self.tui.remember_loaded(loaded)
+        panel.set_loaded(
+            loaded.offloaded_layers,
+            loaded.total_layers,
+            loaded.settings.n_ctx,
+            loaded.settings.flash_attn,
+            loaded.settings.kv_cache_type,
+        )
+        took = f"{loaded.load_seconds:.1f} s"
+        kept = f", {loaded.kv_restored_tokens} tokens of context kept" if (
+            loaded.kv_restored_tokens
+        ) else ""
+        panel.status = note or f"Loaded in {took}{kept}"
+        self.query_one(GpuGauge).set_engine(
+            self.tui.engine.pid, loaded.devices, loaded.buffers, loaded.offloaded_layers
+        )
+        banner = []
+        if is_demo_model(path):
+            banner.append(DEMO_NOTE)
+        if loaded.chat_template_warning:
+            banner.append(loaded.chat_template_warning)
+        self.show_banner("\n".join(banner))
+        if new_model:
+            self.chat_view.set_empty_text(f"{path.name} is loaded. Say something.")
+        self.sub_title = path.name
+        self.update_status()
+
+    @work(group="engine-restart", exclusive=True)
+    async def action_restart_engine(self) -> None:
+        """After a crash: a fresh engine, the same model with half the GPU layers."""
+        if self.tui.engine.running and self.loaded is not None:
+            self.notify("The engine is running.")
+            return
+        settings = self.tui.last_settings
+        if settings is None:
+            return
+        layers = settings.offload_layers
+        total = self.query_one(OffloadPanel).total_layers or 1
+        current = total if layers == "all" else int(layers)
+        fewer = max(0, current // 2)
+        self.show_banner("")
+        try:
+            await self.tui.engine.start()
+        except (EngineError, OSError) as exc:
+            self.show_banner(f"The engine did not start: {exc}")
+            return
+        self.tui.monitor_engine_pid(self.tui.engine.pid)
+        self.run_load(replace(settings, offload_layers=fewer), new_model=False)
+
+    def on_engine_crashed(self, error: EngineError) -> None:
+        self.loaded = None
+        self.show_banner(
+            f"{error} — the conversation is kept. Press F5 to restart the engine with fewer GPU "
+            "layers."
+        )
+        self.update_status()
+
+    # ---- chat ------------------------------------------------------------------------------
+
+    @on(PromptSubmitted)
+    async def send_prompt(self, event: PromptSubmitted) -> None:
+        if self.loaded is None:
+            self.notify("Load a model first (Ctrl+B or Ctrl+L).", severity="warning")
+            return
+        if self.generating:
+            self.notify("A reply is still streaming (Esc stops it).", severity="warning")
+            return
+        prompt = self.query_one(PromptInput)
+        prompt.clear()
+        self.conversation.add_user(event.text)
+        await self.chat_view.add_message("user", event.text)
+        self.start_reply()
+
+    def start_reply(self) -> None:
+        self.generating = True
+        self.update_status()
+        self._reply_task = asyncio.create_task(self.stream_reply())
+
+    async def stream_reply(self) -> None:
+        view = await self.chat_view.add_message("assistant")
+        text = ""
+        done: DoneEvent | None = None
+        try:
+            async for event in self.tui.engine.generate(
+                self.conversation.for_model(), self.tui.sampling
+            ):
+                if isinstance(event, TokensEvent):
+                    text += event.text
+                    await view.append(event.text)
+                    self.chat_view.scroll_end(animate=False)
+                else:
+                    done = event
+        except EngineError as exc:
+            await view.finish(text)
+            if text:
+                self.conversation.add_reply(text)
+            view.set_stats(f"interrupted: {exc}")
+            view.add_class("-error")
+            if exc.kind == "bad_request":
+                self.notify(str(exc), severity="error", timeout=10)
+        except asyncio.CancelledError:
+            await view.finish(text)
+            if text:
+                self.conversation.add_reply(text)
+            view.set_stats("stopped")
+            raise
+        finally:
+            self.generating = False
+            self._reply_task = None
+            self.update_status()
+        if done is not None:
+            await view.finish(done.text)
+            self.conversation.add_reply(done.text)
+            view.set_stats(format_stats(done.stats, done.finish_reason))
+            self._n_past = done.n_past
+            self.update_status()
+            if done.finish_reason == "context":
+                self.notify(
+                    "The context is full: start a new chat (Ctrl+N) or raise the context size "
+                    "in the offload panel (c, then Enter).",
+                    severity="warning",
+                    timeout=10,
+                )
+        self.chat_view.scroll_end(animate=False)
+
+    async def stop_reply(self) -> None:
+        """Stop a streaming reply and wait until the engine has stopped."""
+        task = self._reply_task
+        if task is None:
+            return
+        await self.tui.engine.cancel_all()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            task.cancel()
+
+    async def action_stop(self) -> None:
+        if self.generating:
+            await self.stop_reply()
+
+    async def _remove_last_views(self, roles: tuple[str, ...]) -> None:
+        views = self.chat_view.messages()
+        while views and views[-1].role in roles:
+            await views.pop().remove()
+
+    async def action_regenerate(self) -> None:
+        if self.generating or self.loaded is None:
+            return
+        if not self.conversation.drop_last_reply():
+            self.notify("No reply to regenerate.")
+            return
+        await self._remove_last_views(("assistant",))
+        self.start_reply()
+
+    async def action_edit_last(self) -> None:
+        if self.generating:
+            return
+        text = self.conversation.take_last_user()
+        if text is None:
+            self.notify("No message to edit.")
+            return
+        views = self.chat_view.messages()
+        while views:
+            view = views.pop()
+            await view.remove()
+            if view.role == "user":
+                break
+        prompt = self.query_one(PromptInput)
+        prompt.text = text
+        prompt.focus()
+
+    def action_copy_reply(self) -> None:
+        reply = self.conversation.last_reply()
+        if not reply:
+            self.notify("No reply to copy.")
+            return
+        self.app.copy_to_clipboard(reply)
+        self.notify(f"Copied the last reply ({len(reply)} characters).")
+
+    def action_copy_code(self) -> None:
+        reply = self.conversation.last_reply() or ""
+        blocks = code_blocks(reply)
+        if not blocks:
+            self.notify("The last reply has no code block.")
+            return
+        self.app.copy_to_clipboard(blocks[-1])
+        self.notify("Copied the last code block.")
+
+    async def action_new_chat(self) -> None:
+        await self.stop_reply()
+        self.conversation.clear()
+        self._n_past = 0
+        await self.chat_view.clear_messages()
+        self.update_status()
+
+    def action_sampling(self) -> None:
+        from tui_llm.screens.sampling import SamplingScreen
+
+        def done(result: Any) -> None:
+            if result is not None:
+                sampling, system = result
+                self.tui.set_sampling(sampling, system)
+                self.conversation.system_prompt = system
+
+        self.app.push_screen(
+            SamplingScreen(self.tui.sampling, self.conversation.system_prompt), done
+        )
+
+    # ---- panels and models ----------------------------------------------------------------------
+
+    def action_toggle_browser(self) -> None:
+        browser = self.query_one(ModelBrowser)
+        if self.has_class("-narrow"):
+            self.toggle_class("-show-browser")
+            if self.has_class("-show-browser"):
+                browser.focus_filter()
+            else:
+                self.query_one(PromptInput).focus()
+            return
+        if self.has_class("-hide-browser"):
+            self.remove_class("-hide-browser")
+        if browser.has_focus_within:
+            self.query_one(PromptInput).focus()
+        else:
+            browser.focus_filter()
+
+    def action_focus_offload(self) -> None:
+        panel = self.query_one(OffloadPanel)
+        if panel.has_focus:
+            self.query_one(PromptInput).focus()
+        else:
+            panel.focus()
+
+    @on(LoadModelRequested)
+    def on_load_requested(self, event: LoadModelRequested) -> None:
+        if self.has_class("-show-browser"):
+            self.remove_class("-show-browser")
+        self.query_one(PromptInput).focus()
+        self.load_model(event.path)
+
+    @on(ApplyLoadSettings)
+    def on_apply(self, event: ApplyLoadSettings) -> None:
+        if self.loaded is None or self.loading:
+            self.notify("Nothing loaded to apply the change to.", severity="warning")
+            return
+        settings = replace(
+            self.loaded.settings,
+            offload_layers=event.offload_layers,
+            n_ctx=event.n_ctx,
+            flash_attn=event.flash_attn,
+            kv_cache_type=event.kv_cache_type,
+        )
+        self.run_load(settings)
+
+    @on(ModelsScanned)
+    def on_models_scanned(self, event: ModelsScanned) -> None:
+        browser = self.query_one(ModelBrowser)
+        browser.add_models(event.models)
+        browser.set_scanning(not event.done)
+
+    @on(GpuSampled)
+    def on_gpu_sampled(self, event: GpuSampled) -> None:
+        self.query_one(GpuGauge).update_snapshot(event.snapshot, self.tui.sample_interval_s)
+
+    def action_pick_model(self) -> None:
+        self.tui.action_pick_model()
+
+    def action_recent(self) -> None:
+        self.tui.action_recent_models()
+
+    def action_recent_model(self, number: int) -> None:
+        recent = self.tui.recent_models()
+        if 0 < number <= len(recent):
+            self.load_model(recent[number - 1])
+        else:
+            self.notify(f"No recent model number {number}.")
+
+    def action_cycle_model(self, step: int) -> None:
+        models = [Path(m.path) for m in self.query_one(ModelBrowser).models if m.info is not None]
+        if not models:
+            self.notify("No models found yet.")
+            return
+        current = self.model_path.resolve() if self.model_path else None
+        resolved = [m.resolve() for m in models]
+        index = resolved.index(current) if current in resolved else -1 if step > 0 else 0
+        self.load_model(models[(index + step) % len(models)])
+
+    # ---- status line --------------------------------------------------------------------------
+
+    def update_status(self) -> None:
+        status = self.query_one(StatusBar)
+        parts = []
+        if self.loaded is not None:
+            parts.append(Path(self.loaded.settings.model_path).name)
+            parts.append(f"GPU {self.loaded.offloaded_layers}/{self.loaded.total_layers}")
+            n_ctx = self.loaded.settings.n_ctx
+            used = min(self._n_past, n_ctx)
+            parts.append(f"ctx {used}/{n_ctx} ({used * 100 // max(n_ctx, 1)}%)")
+            status.set_class(used >= 0.85 * n_ctx, "-warn")
+        else:
+            parts.append("no model")
+            status.remove_class("-warn")
+        if self.loading:
+            parts.append("loading…")
+        elif self.generating:
+            parts.append("generating… (Esc stops)")
+        elif self.tui.engine.crash is not None:
+            parts.append("engine stopped (F5 restarts)")
+        status.set_class(self.tui.engine.crash is not None, "-error")
+        status.update(" · ".join(parts))

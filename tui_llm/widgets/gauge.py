@@ -1,0 +1,175 @@
+"""The live GPU/VRAM gauge: NVML per GPU, llama.cpp's own devices, host RAM, engine memory."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from tui_llm.catalog.metadata import human_bytes
+from tui_llm.engine.logparse import device_of_buffer, is_host_buffer
+from tui_llm.engine.protocol import BufferSize, DeviceInfo
+
+_SPARK = "▁▂▃▄▅▆▇█"
+HISTORY_SECONDS = 60
+
+
+def sparkline(values: list[float], maximum: float, width: int) -> str:
+    """Unicode sparkline of the last ``width`` values scaled to ``maximum``."""
+    if maximum <= 0:
+        return ""
+    tail = values[-width:]
+    return "".join(_SPARK[min(7, max(0, int(v / maximum * 7.999)))] for v in tail)
+
+
+def memory_bar(used: int, total: int, own: int, width: int) -> Text:
+    """A bar of ``used``/``total`` with the engine's own share drawn apart."""
+    text = Text()
+    if total <= 0:
+        return text
+    own_cells = round(width * min(own, used) / total)
+    used_cells = max(own_cells, round(width * used / total))
+    text.append("█" * own_cells, style="bold $accent" if False else "bold magenta")
+    text.append("█" * (used_cells - own_cells), style="cyan")
+    text.append("░" * (width - used_cells), style="dim")
+    return text
+
+
+def _fmt(value: Any, unit: str, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}{unit}"
+
+
+class GpuGauge(Vertical):
+    """Per GPU: VRAM bar with the engine's share, utilization, temperature, power, sparkline."""
+
+    DEFAULT_CSS = """
+    GpuGauge { height: auto; border: round $primary 40%; padding: 0 1; }
+    GpuGauge > Static { height: auto; }
+    GpuGauge > .reason { color: $text-muted; }
+    """
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.border_title = "GPU / memory"
+        self._history: dict[int, deque[float]] = {}
+        self._snapshot: Any = None
+        self._engine_pid: int | None = None
+        self._devices: tuple[DeviceInfo, ...] = ()
+        self._buffers: tuple[BufferSize, ...] = ()
+        self._offloaded = 0
+        self._reason = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", markup=False, classes="gpus")
+        yield Static("", markup=False, classes="reason")
+        yield Static("", markup=False, classes="devices")
+        yield Static("", markup=False, classes="host")
+
+    def set_unavailable(self, reason: str) -> None:
+        """NVML is not there: say why in one line; llama.cpp's devices still show."""
+        self._reason = reason
+        self._redraw()
+
+    def set_engine(
+        self,
+        pid: int | None,
+        devices: tuple[DeviceInfo, ...],
+        buffers: tuple[BufferSize, ...],
+        offloaded_layers: int,
+    ) -> None:
+        """What the engine reported: its devices, where its buffers are, layers offloaded."""
+        self._engine_pid = pid
+        self._devices = devices
+        self._buffers = buffers
+        self._offloaded = offloaded_layers
+        self._redraw()
+
+    def set_devices(self, devices: tuple[DeviceInfo, ...]) -> None:
+        self._devices = devices
+        self._redraw()
+
+    def update_snapshot(self, snapshot: Any, sample_interval_s: float = 1.0) -> None:
+        """A new monitor sample; VRAM history feeds the sparkline."""
+        self._snapshot = snapshot
+        keep = max(2, int(HISTORY_SECONDS / max(sample_interval_s, 0.1)))
+        for gpu in getattr(snapshot, "gpus", ()):
+            history = self._history.setdefault(gpu.index, deque(maxlen=keep))
+            if gpu.memory_used is not None:
+                history.append(float(gpu.memory_used))
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if not self.is_mounted:
+            return
+        width = max(10, (self.size.width or 40) - 4)
+        bar_width = max(8, min(40, width - 24))
+        snapshot = self._snapshot
+        gpus_text = Text()
+        processes = getattr(snapshot, "processes", {}) or {}
+        for gpu in getattr(snapshot, "gpus", ()):
+            own = 0
+            for proc in processes.get(gpu.index, ()):
+                if proc.pid == self._engine_pid and proc.used_bytes:
+                    own += proc.used_bytes
+            gpus_text.append(f"GPU{gpu.index} {gpu.name}\n", style="bold")
+            used, total = gpu.memory_used or 0, gpu.memory_total or 0
+            gpus_text.append_text(memory_bar(used, total, own, bar_width))
+            gpus_text.append(f" {human_bytes(used)} / {human_bytes(total)}\n")
+            if own:
+                gpus_text.append(f"  engine {human_bytes(own)}\n", style="magenta")
+            power = _fmt(gpu.power_w, " W")
+            if getattr(gpu, "power_limit_w", None):
+                power += f" / {gpu.power_limit_w:.0f} W"
+            gpus_text.append(
+                f"  util {_fmt(gpu.utilization_pct, '%')} · {_fmt(gpu.temperature_c, '°C')} · "
+                f"{power}\n"
+            )
+            history = list(self._history.get(gpu.index, ()))
+            if history and total:
+                gpus_text.append("  " + sparkline(history, float(total), bar_width) + "\n",
+                                 style="cyan")
+        self.query_one(".gpus", Static).update(gpus_text)
+        reason = self._reason or (getattr(snapshot, "error", None) or "")
+        self.query_one(".reason", Static).update(reason)
+        self.query_one(".devices", Static).update(self._devices_text())
+        host = getattr(snapshot, "host", None)
+        host_text = ""
+        if host is not None:
+            host_text = f"RAM {human_bytes(host.ram_used)} / {human_bytes(host.ram_total)}"
+            if host.engine_rss is not None:
+                host_text += f" · engine RSS {human_bytes(host.engine_rss)}"
+        self.query_one(".host", Static).update(host_text)
+
+    def _devices_text(self) -> Text:
+        text = Text()
+        on_device: dict[str, int] = {}
+        for buf in self._buffers:
+            on_device[device_of_buffer(buf.device)] = (
+                on_device.get(device_of_buffer(buf.device), 0) + buf.size_bytes
+            )
+        accelerators = [d for d in self._devices if d.kind != "cpu"]
+        if not self._devices:
+            return text
+        text.append("llama.cpp devices\n", style="bold")
+        for dev in self._devices:
+            used_here = sum(
+                size
+                for name, size in on_device.items()
+                if (name.split("[")[0] == dev.name if not is_host_buffer(name) else dev.kind == "cpu")
+            )
+            line = f" {dev.name}"
+            if dev.description and dev.kind != "cpu":
+                line += f" {dev.description}"
+            line += f" · free {human_bytes(dev.memory_free)} / {human_bytes(dev.memory_total)}"
+            if used_here:
+                line += f" · engine {human_bytes(used_here)}"
+            if dev.kind != "cpu" and len(accelerators) == 1 and self._offloaded:
+                line += f" · {self._offloaded} layers"
+            text.append(line + "\n")
+        return text

@@ -1,0 +1,567 @@
+"""The Hub tab: search Hugging Face for GGUF models, pick a quantization that fits, download it.
+
+Nothing here waits on the network in the UI thread. Searches and file listings run in thread
+workers whose answers carry a sequence number: a running HTTP request cannot be cancelled, so
+an answer to a superseded request is dropped when it arrives. Downloads run in `DownloadQueue`'s
+thread, whose callbacks only post messages. Remote text (repository and file names, the Hub's
+errors) is shown with markup off, so brackets in it are shown, not parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+import psutil
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import DataTable, Input, ListItem, ListView, ProgressBar, Static
+
+from tui_llm.catalog.hub import (
+    FitBadge,
+    HubError,
+    HubModel,
+    HubSettings,
+    RatedOption,
+    list_repo_ggufs,
+    rate_options,
+    search_models,
+)
+from tui_llm.catalog.hub_download import DownloadRequest, DownloadResult
+from tui_llm.catalog.hub_queue import (
+    DownloadCancelled,
+    DownloadEvent,
+    DownloadFailed,
+    DownloadFinished,
+    DownloadProgress,
+    DownloadQueue,
+    DownloadQueued,
+    DownloadStarted,
+)
+from tui_llm.catalog.metadata import human_bytes, human_count
+
+__all__ = [
+    "OFFLINE_TEXT",
+    "DownloadRow",
+    "FreeMemory",
+    "HubDownloadEvent",
+    "HubFilesAnswer",
+    "HubModelDownloaded",
+    "HubPanel",
+    "HubSearchAnswer",
+    "host_free_memory",
+]
+
+OFFLINE_TEXT = "Offline (HF_HUB_OFFLINE is set): the Hub is not reachable; local models still work"
+SEARCH_DEBOUNCE_S = 0.3
+BEST_MARKER = "★"
+
+FreeMemory = Callable[[], tuple[int | None, int | None]]
+"""Free (GPU memory, host RAM) in bytes, None where unknown; called from a worker thread."""
+
+
+def host_free_memory() -> tuple[int | None, int | None]:
+    """No GPU figure, and the host's available RAM: the default when the app gives nothing."""
+    return None, int(psutil.virtual_memory().available)
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds + 0.5)
+    if whole >= 3600:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _unexpected(what: str, exc: Exception) -> HubError:
+    return HubError("protocol", f"{what}: unexpected error: {exc}")
+
+
+@dataclass
+class HubModelDownloaded(Message):
+    """A model was downloaded into the Hugging Face cache and read as a valid GGUF (bubbles).
+
+    `path` is the file to load (the first shard of a split model).
+    """
+
+    path: Path
+    result: DownloadResult
+
+
+class HubDownloadEvent(Message, bubble=False):
+    """A download queue event, posted by the queue's thread to the panel.
+
+    A progress event replaces the previous, unhandled progress event of the same job.
+    """
+
+    def __init__(self, event: DownloadEvent) -> None:
+        super().__init__()
+        self.event = event
+
+    def can_replace(self, message: Message) -> bool:
+        return (
+            isinstance(message, HubDownloadEvent)
+            and isinstance(self.event, DownloadProgress)
+            and isinstance(message.event, DownloadProgress)
+            and message.event.job_id == self.event.job_id
+        )
+
+
+class HubSearchAnswer(Message, bubble=False):
+    """A search worker's answer: models or an error, for the search numbered `seq`."""
+
+    def __init__(
+        self, seq: int, query: str, models: list[HubModel] | None, error: HubError | None
+    ) -> None:
+        super().__init__()
+        self.seq, self.query, self.models, self.error = seq, query, models, error
+
+
+class HubFilesAnswer(Message, bubble=False):
+    """A listing worker's answer: rated options or an error, for the listing numbered `seq`."""
+
+    def __init__(
+        self, seq: int, repo_id: str, rated: list[RatedOption] | None, error: HubError | None
+    ) -> None:
+        super().__init__()
+        self.seq, self.repo_id, self.rated, self.error = seq, repo_id, rated, error
+
+
+class DownloadRow(ListItem):
+    """One download in the list: its name, a progress bar, and bytes, speed and time left."""
+
+    DEFAULT_CSS = """
+    DownloadRow { height: 1; }
+    DownloadRow > Horizontal { height: 1; }
+    DownloadRow .label { width: 1fr; padding: 0 1; }
+    DownloadRow ProgressBar { width: auto; }
+    DownloadRow Bar { width: 16; }
+    DownloadRow .detail { width: 48; padding: 0 1; color: $text-muted; }
+    DownloadRow.-failed .detail { color: $error; }
+    DownloadRow.-done .detail { color: $success; }
+    """
+
+    def __init__(self, job_id: int, request: DownloadRequest) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.request = request
+        self.state = "queued"
+        self.label = Static(request.label, markup=False, classes="label")
+        self.bar = ProgressBar(total=request.size_bytes, show_eta=False)
+        self.detail = Static("queued", markup=False, classes="detail")
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield self.label
+            yield self.bar
+            yield self.detail
+
+    @property
+    def active(self) -> bool:
+        """Queued or running, and not being cancelled: something `x` can cancel."""
+        return self.state in ("queued", "running")
+
+    def show(self, state: str, detail: str) -> None:
+        self.state = state
+        self.set_class(state == "failed", "-failed")
+        self.set_class(state == "done", "-done")
+        self.detail.update(detail)
+
+    def show_progress(self, progress: DownloadProgress) -> None:
+        total = progress.total_bytes
+        self.bar.update(total=total, progress=progress.done_bytes)
+        parts = [human_bytes(progress.done_bytes)]
+        if total is not None:
+            parts[0] += f" / {human_bytes(total)}"
+        if progress.bytes_per_s:
+            parts.append(f"{human_bytes(int(progress.bytes_per_s))}/s")
+        if progress.eta_s is not None:
+            parts.append(f"{_duration(progress.eta_s)} left")
+        if self.state != "cancelling":
+            self.show("running", " · ".join(parts))
+
+
+class HubPanel(Vertical):
+    """Search the Hub, list a repository's quantizations with fit badges, queue downloads.
+
+    The app may set `free_memory` (free VRAM and RAM, called from a worker thread) and
+    `fit_badge` (a badge from size and the Hub's GGUF metadata, see `rate_options`); it handles
+    `HubModelDownloaded` to add the new model to the local list.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("x", "cancel_download", "Cancel download"),
+        Binding("ctrl+r", "retry", "Retry"),
+        Binding("escape", "back", "Back", show=False),
+        Binding("down", "focus_results", "Results", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    HubPanel { height: 1fr; }
+    HubPanel > #hub-query { border: none; height: 1; padding: 0 1; }
+    HubPanel > #hub-status { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
+    HubPanel > #hub-status.-error { color: $error; }
+    HubPanel > #hub-status.-offline { color: $warning; }
+    HubPanel > #hub-results { height: 1fr; }
+    HubPanel > #hub-files-title { height: 1; padding: 0 1; color: $accent; }
+    HubPanel > #hub-files { height: auto; max-height: 12; }
+    HubPanel > #hub-downloads { height: auto; max-height: 8; }
+    HubPanel > .-hidden { display: none; }
+    """
+
+    def __init__(
+        self,
+        *,
+        free_memory: FreeMemory = host_free_memory,
+        fit_badge: FitBadge | None = None,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.free_memory: FreeMemory = free_memory
+        self.fit_badge: FitBadge | None = fit_badge
+        self.offline = False
+        self.rated_options: list[RatedOption] = []
+        self._search_seq = 0
+        self._files_seq = 0
+        self._debounce: Timer | None = None
+        self._queue: DownloadQueue | None = None
+        self._closed = False
+        self._rows: dict[int, DownloadRow] = {}
+        self._retry: Callable[[], None] | None = None
+        self._focus_results_on_answer = False
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="search GGUF models on Hugging Face…", id="hub-query")
+        yield Static("Type to search the Hub.", markup=False, id="hub-status")
+        results: DataTable[str | Text] = DataTable(
+            cursor_type="row", zebra_stripes=True, id="hub-results"
+        )
+        yield results
+        yield Static("", markup=False, id="hub-files-title", classes="-hidden")
+        files: DataTable[str | Text] = DataTable(cursor_type="row", id="hub-files")
+        files.add_class("-hidden")
+        yield files
+        yield ListView(id="hub-downloads", classes="-hidden")
+
+    def on_mount(self) -> None:
+        results = self._results
+        for name in ("Repository", "Downloads", "Likes", "Updated", "Params", "Arch"):
+            results.add_column(name, key=name.lower())
+        for name in ("", "Quant", "Files", "Size", "Fit"):
+            self._files.add_column(name, key=name.lower() or "best")
+        if HubSettings.from_env().offline:
+            self._go_offline()
+
+    async def on_unmount(self) -> None:
+        """Cancel every download; closing waits for the worker thread, so not in the UI thread."""
+        self._closed = True
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            await asyncio.to_thread(queue.close)
+
+    @property
+    def _results(self) -> DataTable[str | Text]:
+        return self.query_one("#hub-results", DataTable)
+
+    @property
+    def _files(self) -> DataTable[str | Text]:
+        return self.query_one("#hub-files", DataTable)
+
+    @property
+    def _downloads(self) -> ListView:
+        return self.query_one("#hub-downloads", ListView)
+
+    @property
+    def status_text(self) -> str:
+        """The status line as shown."""
+        return str(self.query_one("#hub-status", Static).content)
+
+    def _set_status(self, text: str, kind: str = "") -> None:
+        status = self.query_one("#hub-status", Static)
+        status.update(text)
+        status.set_class(kind == "error", "-error")
+        status.set_class(kind == "offline", "-offline")
+
+    def _show_error(self, error: HubError, retry: Callable[[], None] | None) -> None:
+        if error.kind == "offline":
+            self._go_offline()
+            return
+        self._retry = retry
+        self._set_status(f"{error.message} (Ctrl+R retries)" if retry else error.message, "error")
+
+    def _go_offline(self) -> None:
+        self.offline = True
+        self._search_seq += 1
+        self._files_seq += 1
+        self._set_status(OFFLINE_TEXT, "offline")
+        self.query_one("#hub-query", Input).disabled = True
+
+    # -- search ----------------------------------------------------------------------------
+
+    @on(Input.Changed, "#hub-query")
+    def _query_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(SEARCH_DEBOUNCE_S, partial(self.search, event.value))
+
+    @on(Input.Submitted, "#hub-query")
+    def _query_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.search(event.value)
+        self._focus_results_on_answer = True
+
+    def search(self, query: str) -> None:
+        """Search now (typing searches after a pause); any answer still on its way is dropped."""
+        if self._debounce is not None:
+            self._debounce.stop()
+            self._debounce = None
+        self._search_seq += 1
+        self._focus_results_on_answer = False
+        query = query.strip()
+        if self.offline:
+            self._set_status(OFFLINE_TEXT, "offline")
+            return
+        if not query:
+            self._results.clear()
+            self._set_status("Type to search the Hub.")
+            return
+        self._set_status(f"Searching the Hub for {query}…")
+        self.run_worker(
+            partial(self._search_in_thread, self._search_seq, query),
+            thread=True,
+            exclusive=True,
+            group="hub-search",
+            exit_on_error=False,
+        )
+
+    def _search_in_thread(self, seq: int, query: str) -> None:
+        try:
+            answer = HubSearchAnswer(seq, query, search_models(query), None)
+        except HubError as error:
+            answer = HubSearchAnswer(seq, query, None, error)
+        except Exception as exc:
+            answer = HubSearchAnswer(seq, query, None, _unexpected("search", exc))
+        self.post_message(answer)
+
+    def on_hub_search_answer(self, answer: HubSearchAnswer) -> None:
+        if answer.seq != self._search_seq:
+            return  # a newer search was started: this answer is stale
+        if answer.error is not None:
+            self._show_error(answer.error, partial(self.search, answer.query))
+            return
+        models = sorted(answer.models or [], key=lambda m: m.downloads, reverse=True)
+        table = self._results
+        table.clear()
+        for model in models:
+            name = Text(model.repo_id)
+            if model.gated:
+                name.append(" (gated)", style="dim")
+            table.add_row(
+                name,
+                human_count(model.downloads),
+                human_count(model.likes),
+                model.last_modified.strftime("%Y-%m-%d") if model.last_modified else "",
+                human_count(model.parameter_count) if model.parameter_count else "",
+                Text(model.architecture or ""),
+                key=model.repo_id,
+            )
+        self._retry = None
+        if self._focus_results_on_answer and models:
+            table.focus()
+        found = f"{len(models)} GGUF repositories" if models else "No GGUF repository"
+        self._set_status(f"{found} for {answer.query} · Enter lists a repository's files")
+
+    @property
+    def result_repo_ids(self) -> list[str]:
+        """Repository ids in the results table, top to bottom."""
+        table = self._results
+        return [str(row.key.value) for row in table.ordered_rows]
+
+    # -- files -----------------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#hub-results")
+    def _repo_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.list_files(event.row_key.value)
+
+    def list_files(self, repo_id: str) -> None:
+        """List a repository's GGUF models, rated against free memory, in the files table."""
+        self._files_seq += 1
+        if self.offline:
+            self._set_status(OFFLINE_TEXT, "offline")
+            return
+        self._set_status(f"Listing the files of {repo_id}…")
+        self.run_worker(
+            partial(
+                self._list_in_thread, self._files_seq, repo_id, self.free_memory, self.fit_badge
+            ),
+            thread=True,
+            exclusive=True,
+            group="hub-files",
+            exit_on_error=False,
+        )
+
+    def _list_in_thread(
+        self, seq: int, repo_id: str, free_memory: FreeMemory, fit_badge: FitBadge | None
+    ) -> None:
+        try:
+            repo = list_repo_ggufs(repo_id)
+            free_vram, free_ram = free_memory()
+            rated = rate_options(
+                repo, free_vram_bytes=free_vram, free_ram_bytes=free_ram, fit_badge=fit_badge
+            )
+            answer = HubFilesAnswer(seq, repo_id, rated, None)
+        except HubError as error:
+            answer = HubFilesAnswer(seq, repo_id, None, error)
+        except Exception as exc:
+            answer = HubFilesAnswer(seq, repo_id, None, _unexpected(repo_id, exc))
+        self.post_message(answer)
+
+    def on_hub_files_answer(self, answer: HubFilesAnswer) -> None:
+        if answer.seq != self._files_seq:
+            return  # another repository was selected since
+        if answer.error is not None:
+            self._show_error(answer.error, partial(self.list_files, answer.repo_id))
+            return
+        self.rated_options = rated = answer.rated or []
+        table = self._files
+        table.clear()
+        for index, item in enumerate(rated):
+            option = item.option
+            table.add_row(
+                BEST_MARKER if item.best else "",
+                Text(option.quantization),
+                str(len(option.filenames)),
+                option.size_text,
+                Text(item.badge),
+                key=str(index),
+            )
+        title = self.query_one("#hub-files-title", Static)
+        title.update(f"{answer.repo_id} · {len(rated)} models · Enter downloads")
+        for widget in (title, table):
+            widget.remove_class("-hidden")
+        self._retry = None
+        if not rated:
+            self._set_status(f"{answer.repo_id} has no GGUF model files")
+            return
+        best = next((index for index, item in enumerate(rated) if item.best), 0)
+        table.move_cursor(row=best)
+        table.focus()
+        self._set_status(f"{BEST_MARKER} fits best · Enter downloads · x cancels a download")
+
+    @on(DataTable.RowSelected, "#hub-files")
+    def _file_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        index = int(event.row_key.value or 0)
+        if 0 <= index < len(self.rated_options):
+            self.download(DownloadRequest.for_option(self.rated_options[index].option))
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def download(self, request: DownloadRequest) -> int | None:
+        """Queue a download; its row shows progress. None when offline or unmounted."""
+        if self.offline:
+            self._set_status(OFFLINE_TEXT, "offline")
+            return None
+        if self._closed:
+            return None
+        if self._queue is None:
+            self._queue = DownloadQueue(self._post_download_event)
+        return self._queue.submit(request)
+
+    def _download_again(self, request: DownloadRequest) -> None:
+        self.download(request)
+
+    def _post_download_event(self, event: DownloadEvent) -> None:
+        """Runs in the queue's threads: only posts a message."""
+        self.post_message(HubDownloadEvent(event))
+
+    @property
+    def download_rows(self) -> list[DownloadRow]:
+        """The download rows, oldest first."""
+        return list(self._rows.values())
+
+    async def on_hub_download_event(self, message: HubDownloadEvent) -> None:
+        event = message.event
+        row = self._rows.get(event.job_id)
+        if row is None:
+            row = self._rows[event.job_id] = DownloadRow(event.job_id, event.request)
+            downloads = self._downloads
+            downloads.remove_class("-hidden")
+            await downloads.append(row)
+            if downloads.index is None:
+                downloads.index = 0
+        name = event.request.filenames[0].rsplit("/", 1)[-1]
+        if isinstance(event, DownloadQueued):
+            row.show("queued", "queued")
+        elif isinstance(event, DownloadStarted):
+            row.show("running", "starting…")
+        elif isinstance(event, DownloadProgress):
+            row.show_progress(event)
+        elif isinstance(event, DownloadFinished):
+            path = event.result.model_path
+            row.bar.update(total=1, progress=1)
+            size = event.request.size_bytes
+            row.show("done", f"done · {human_bytes(size)}" if size else "done")
+            self.post_message(HubModelDownloaded(path, event.result))
+            self.notify(f"downloaded {name} — Enter in the local list loads it", markup=False)
+        elif isinstance(event, DownloadFailed):
+            row.show("failed", f"failed: {event.error.kind}")
+            self._show_error(event.error, partial(self._download_again, event.request))
+        elif isinstance(event, DownloadCancelled):
+            row.show("cancelled", "cancelled")
+            self._set_status(f"Cancelled {event.request.label}")
+
+    def action_cancel_download(self) -> None:
+        """Cancel the download highlighted in the list, else the newest one still active."""
+        downloads = self._downloads
+        highlighted = downloads.highlighted_child
+        if downloads.has_focus and isinstance(highlighted, DownloadRow) and highlighted.active:
+            row: DownloadRow | None = highlighted
+        else:
+            row = next((r for r in reversed(self._rows.values()) if r.active), None)
+        if row is None or self._queue is None:
+            self._set_status("No download to cancel")
+            return
+        if self._queue.cancel(row.job_id):
+            row.show("cancelling", "cancelling…")
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def action_retry(self) -> None:
+        """Try the last failed operation again; offline, look at HF_HUB_OFFLINE again."""
+        if self.offline:
+            if HubSettings.from_env().offline:
+                self._set_status(OFFLINE_TEXT, "offline")
+                return
+            self.offline = False
+            query = self.query_one("#hub-query", Input)
+            query.disabled = False
+            query.focus()
+            self.search(query.value)
+            return
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            retry()
+
+    def action_back(self) -> None:
+        """Escape: from the files to the results, from the results to the search box."""
+        if self._files.has_focus:
+            self._results.focus()
+        elif not self.offline:
+            self.query_one("#hub-query", Input).focus()
+
+    def action_focus_results(self) -> None:
+        """Down in the search box moves into the results."""
+        if self.query_one("#hub-query", Input).has_focus:
+            self._results.focus()

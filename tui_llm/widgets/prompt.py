@@ -1,0 +1,34 @@
+"""The message box: Enter sends, Ctrl+J adds a line (both pass through tmux and SSH)."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+from textual.widgets import TextArea
+
+from tui_llm.messages import PromptSubmitted
+
+
+class PromptInput(TextArea):
+    """A multi-line input that submits on Enter."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "Send", priority=True),
+        Binding("ctrl+j", "newline", "New line", show=False, priority=True),
+    ]
+
+    DEFAULT_CSS = """
+    PromptInput { height: auto; max-height: 8; min-height: 3; border: tall $primary 40%; }
+    PromptInput:focus { border: tall $primary; }
+    """
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
+        self.border_title = "Message · Enter send · Ctrl+J new line"
+
+    def action_submit(self) -> None:
+        text = self.text.strip()
+        if text:
+            self.post_message(PromptSubmitted(text))
+
+    def action_newline(self) -> None:
+        self.insert("\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -15,10 +16,15 @@ from textual.screen import Screen
 from textual.theme import Theme
 
 from tui_llm import config as config_mod
-from tui_llm import paths
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.client import EngineClient, EngineError
-from tui_llm.engine.protocol import LoadedEvent, LoadSettings, ReadyEvent, SamplingParams
+from tui_llm.engine.protocol import (
+    LoadedEvent,
+    LoadSettings,
+    OffloadValue,
+    ReadyEvent,
+    SamplingParams,
+)
 from tui_llm.messages import GpuSampled, LoadModelRequested, ModelsScanned
 from tui_llm.screens.help import HelpScreen
 from tui_llm.screens.main import MainScreen
@@ -47,8 +53,12 @@ class ModelCommands(Provider):
         for path in app.picker_models():
             score = matcher.match(f"{path.name} {path.parent.name}")
             if score > 0:
-                yield Hit(score, matcher.highlight(path.name), partial(app.request_load, path),
-                          help=str(path.parent))
+                yield Hit(
+                    score,
+                    matcher.highlight(path.name),
+                    partial(app.request_load, path),
+                    help=str(path.parent),
+                )
 
 
 class TuiLlmApp(App[None]):
@@ -130,8 +140,9 @@ class TuiLlmApp(App[None]):
         self._theme_errors = errors
         for spec in specs:
             try:
+                colors: dict[str, Any] = dict(spec.colors)
                 self.register_theme(
-                    Theme(name=spec.name, dark=spec.dark, variables=spec.variables, **spec.colors)
+                    Theme(name=spec.name, dark=spec.dark, variables=spec.variables, **colors)
                 )
             except Exception as exc:  # a colour Textual cannot parse
                 self._theme_errors.append(f"{spec.source}: {exc}")
@@ -140,10 +151,8 @@ class TuiLlmApp(App[None]):
 
     def _on_sample(self, snapshot: Any) -> None:
         """Called on the monitor thread: hand the sample to the UI thread as a message."""
-        try:
+        with contextlib.suppress(LookupError):
             self.main_screen.post_message(GpuSampled(snapshot))
-        except LookupError:
-            pass
 
     def monitor_engine_pid(self, pid: int | None) -> None:
         if self.monitor is not None and hasattr(self.monitor, "set_engine_pid"):
@@ -164,10 +173,8 @@ class TuiLlmApp(App[None]):
         screen.post_message(ModelsScanned(batch, done=True))
 
     def _engine_crashed(self, error: EngineError) -> None:
-        try:
+        with contextlib.suppress(LookupError):
             self.main_screen.on_engine_crashed(error)
-        except LookupError:
-            pass
 
     # ---- load settings, fit, recovery -------------------------------------------------------
 
@@ -189,10 +196,14 @@ class TuiLlmApp(App[None]):
         settings = LoadSettings(**values)
         return replace(settings, offload_layers=self.resolve_offload(path, offload, settings))
 
-    def resolve_offload(self, path: Path, offload: int | str, settings: LoadSettings) -> int | str:
+    def resolve_offload(
+        self, path: Path, offload: int | str, settings: LoadSettings
+    ) -> OffloadValue:
         """``auto`` becomes a layer count from the estimate; other values pass through."""
+        if offload == "all":
+            return "all"
         if offload != "auto":
-            return offload
+            return int(offload)
         choice = self.auto_offload(path, settings)
         return choice[0] if choice is not None else 0
 
@@ -207,10 +218,13 @@ class TuiLlmApp(App[None]):
         """Free memory of the GPU the engine offloads to: NVML first, else llama.cpp's device."""
         snapshot = getattr(self.monitor, "latest", None)
         gpus = getattr(snapshot, "gpus", ()) if snapshot is not None else ()
-        frees = [g.memory_total - g.memory_used for g in gpus
-                 if g.memory_total is not None and g.memory_used is not None]
+        frees = [
+            g.memory_total - g.memory_used
+            for g in gpus
+            if g.memory_total is not None and g.memory_used is not None
+        ]
         if frees:
-            return max(frees)
+            return int(max(frees))
         devices = self.engine.ready.devices if self.engine.ready else ()
         if self.engine.loaded is not None:
             devices = self.engine.loaded.devices
@@ -255,9 +269,12 @@ class TuiLlmApp(App[None]):
             loaded = self.engine.loaded
             if loaded is None:
                 return None
-            settings = replace(loaded.settings, n_ctx=screen_ref.n_ctx,
-                               flash_attn=screen_ref.flash_attn,
-                               kv_cache_type=screen_ref.kv_cache_type)
+            settings = replace(
+                loaded.settings,
+                n_ctx=screen_ref.n_ctx,
+                flash_attn=screen_ref.flash_attn,
+                kv_cache_type=screen_ref.kv_cache_type,
+            )
             return self.auto_offload(Path(settings.model_path), settings)
 
         panel.estimator = estimate
@@ -320,8 +337,7 @@ class TuiLlmApp(App[None]):
     def action_pick_model(self) -> None:
         from textual.command import CommandPalette
 
-        self.push_screen(CommandPalette(providers=[ModelCommands],
-                                        placeholder="Search models…"))
+        self.push_screen(CommandPalette(providers=[ModelCommands], placeholder="Search models…"))
 
     def action_recent_models(self) -> None:
         from tui_llm.screens.recent import RecentScreen
@@ -341,30 +357,46 @@ class TuiLlmApp(App[None]):
         if main is None:
             return
         yield SystemCommand("Help: keys", "Every key of tui-llm (F1)", self.action_help)
-        yield SystemCommand("Pick a model", "Fuzzy search of local models (Ctrl+L)",
-                            self.action_pick_model)
-        yield SystemCommand("Recent models", "Load one of the last models (F2)",
-                            self.action_recent_models)
-        yield SystemCommand("Next model", "Load the next model in the list (F8)",
-                            partial(main.action_cycle_model, 1))
-        yield SystemCommand("Previous model", "Load the previous model (F7)",
-                            partial(main.action_cycle_model, -1))
+        yield SystemCommand(
+            "Pick a model", "Fuzzy search of local models (Ctrl+L)", self.action_pick_model
+        )
+        yield SystemCommand(
+            "Recent models", "Load one of the last models (F2)", self.action_recent_models
+        )
+        yield SystemCommand(
+            "Next model",
+            "Load the next model in the list (F8)",
+            partial(main.action_cycle_model, 1),
+        )
+        yield SystemCommand(
+            "Previous model", "Load the previous model (F7)", partial(main.action_cycle_model, -1)
+        )
         yield SystemCommand("New chat", "Clear the conversation (Ctrl+N)", main.action_new_chat)
-        yield SystemCommand("Regenerate", "Regenerate the last reply (Ctrl+R)",
-                            main.action_regenerate)
+        yield SystemCommand(
+            "Regenerate", "Regenerate the last reply (Ctrl+R)", main.action_regenerate
+        )
         yield SystemCommand("Edit last message", "Edit and resend (Ctrl+E)", main.action_edit_last)
         yield SystemCommand("Copy last reply", "OSC 52 clipboard (Ctrl+Y)", main.action_copy_reply)
-        yield SystemCommand("Copy last code block", "OSC 52 clipboard (Ctrl+K)",
-                            main.action_copy_code)
-        yield SystemCommand("Sampling settings", "Temperature, top-p, system prompt (Ctrl+T)",
-                            main.action_sampling)
-        yield SystemCommand("GPU offload", "Focus the offload control (Ctrl+O)",
-                            main.action_focus_offload)
-        yield SystemCommand("Restart engine", "After a crash, with fewer GPU layers (F5)",
-                            main.action_restart_engine)
+        yield SystemCommand(
+            "Copy last code block", "OSC 52 clipboard (Ctrl+K)", main.action_copy_code
+        )
+        yield SystemCommand(
+            "Sampling settings", "Temperature, top-p, system prompt (Ctrl+T)", main.action_sampling
+        )
+        yield SystemCommand(
+            "GPU offload", "Focus the offload control (Ctrl+O)", main.action_focus_offload
+        )
+        yield SystemCommand(
+            "Restart engine",
+            "After a crash, with fewer GPU layers (F5)",
+            main.action_restart_engine,
+        )
         for number, path in enumerate(self.recent_models()[:9], start=1):
-            yield SystemCommand(f"Load recent {number}: {path.name}", str(path.parent),
-                                partial(self.request_load, path))
+            yield SystemCommand(
+                f"Load recent {number}: {path.name}",
+                str(path.parent),
+                partial(self.request_load, path),
+            )
 
 
 def describe_bytes(value: int | None) -> str:
@@ -389,16 +421,13 @@ def run_app(model: Path | None, args: argparse.Namespace) -> int:
 
     settings, warning = config_mod.load_settings()
     dirs = config_mod.model_dirs(settings)
-    demo_dir = paths.demo_model_path().parent
-    if demo_dir.is_dir() and demo_dir not in dirs:
-        dirs.append(demo_dir)
     interval = 1.0
     monitor = MonitorThread(create_monitor(), interval_s=interval)
     app = make_app(
         settings,
         EngineClient(),
         monitor,
-        scanner=lambda: iter_local_models(dirs),
+        scanner=lambda: scan_with_demo(iter_local_models, dirs),
         initial_model=model,
         initial_offload=args.offload,
         settings_warning=warning,
@@ -407,6 +436,19 @@ def run_app(model: Path | None, args: argparse.Namespace) -> int:
     app.load_overrides = load_overrides_from_args(args)
     app.run()
     return 0
+
+
+def scan_with_demo(
+    iter_local_models: Callable[[list[Path]], Iterable[Any]], dirs: list[Path]
+) -> Iterable[Any]:
+    """The user's models, with the built-in demo model always offered (written on first use)."""
+    from tui_llm.catalog.demo import ensure_demo_model
+
+    try:
+        demo = ensure_demo_model()
+    except OSError:
+        return iter_local_models(dirs)
+    return iter_local_models([demo.parent, *dirs])
 
 
 def load_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

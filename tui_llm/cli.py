@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from tui_llm import __version__
 
-SUBCOMMANDS = ("chat", "info", "demo-model", "rpc-server", "search", "pull")
+SUBCOMMANDS = ("chat", "info", "demo-model", "rpc-server", "fit", "search", "pull")
 DEMO_ALIASES = ("demo", ":demo")
 
 
@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("--threads", type=_positive, default=None)
 
     from tui_llm.catalog.hub_cli import add_hub_parsers
+    from tui_llm.fit.cli import add_fit_parser
 
+    add_fit_parser(sub)
     add_hub_parsers(sub)
     return parser
 
@@ -171,11 +173,9 @@ def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
 
     defaults = LoadSettings(model_path=str(model))
     offload = args.offload if args.offload is not None else defaults.offload_layers
-    if offload == "auto":
-        raise UsageError("--offload auto needs the memory estimate (tui-llm fit)")
-    return LoadSettings(
+    settings = LoadSettings(
         model_path=str(model.resolve()),
-        offload_layers=offload,
+        offload_layers=0 if offload == "auto" else offload,
         n_ctx=args.ctx or defaults.n_ctx,
         n_batch=args.batch or defaults.n_batch,
         n_ubatch=min(args.batch or defaults.n_ubatch, defaults.n_ubatch),
@@ -186,6 +186,18 @@ def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
         rpc_servers=tuple(args.rpc),
         chat_format=args.chat_format,
     )
+    if offload == "auto":
+        from dataclasses import replace
+
+        from tui_llm.fit import auto_offload_for_path
+        from tui_llm.fit.cli import nvml_gpu_memory
+
+        gpu = nvml_gpu_memory()
+        choice = auto_offload_for_path(model, settings, gpu.free if gpu else None)
+        layers, reason = choice if choice is not None else (0, "no estimate: CPU only")
+        print(f"tui-llm: --offload auto: {layers} layers ({reason})", file=sys.stderr)
+        settings = replace(settings, offload_layers=layers)
+    return settings
 
 
 async def _run_chat(args: argparse.Namespace) -> int:
@@ -344,6 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_demo_model(args)
         if args.command == "rpc-server":
             return _run_rpc_server(args)
+        if args.command == "fit":
+            from tui_llm.fit.cli import run_fit
+
+            return run_fit(args)
         if args.command in ("search", "pull"):
             from tui_llm.catalog.hub_cli import run_pull, run_search
 

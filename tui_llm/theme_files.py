@@ -1,4 +1,4 @@
-"""Theme files (TOML): the ones shipped in ``themes/`` and the user's own, parsed without Textual."""
+"""Theme files (TOML): the ones shipped in ``themes/`` and the user's own, read without Textual."""
 
 from __future__ import annotations
 
@@ -16,8 +16,16 @@ else:  # pragma: no cover
 from tui_llm import paths
 
 COLOR_KEYS = (
-    "primary", "secondary", "accent", "foreground", "background", "surface", "panel",
-    "success", "warning", "error",
+    "primary",
+    "secondary",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "success",
+    "warning",
+    "error",
 )
 DEFAULT_THEME = "tui-llm-dark"
 

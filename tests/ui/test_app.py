@@ -76,7 +76,9 @@ async def submit(pilot: Pilot[Any], app: TuiLlmApp, text: str) -> None:
 
 async def send(pilot: Pilot[Any], app: TuiLlmApp, text: str) -> None:
     await submit(pilot, app, text)
-    await wait_until(pilot, lambda: app.main_screen.generating or bool(app.main_screen.conversation.turns))
+    await wait_until(
+        pilot, lambda: app.main_screen.generating or bool(app.main_screen.conversation.turns)
+    )
     await wait_until(pilot, lambda: not app.main_screen.generating)
 
 
@@ -103,7 +105,9 @@ async def test_send_stop_regenerate_edit(model_8l: Path) -> None:
         await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
         await pilot.press("escape")
         await wait_until(pilot, lambda: not screen.generating)
-        assert "stopped" in str(screen.query_one(ChatView).messages()[-1].query_one(".stats").render())
+        assert "stopped" in str(
+            screen.query_one(ChatView).messages()[-1].query_one(".stats").render()
+        )
         assert screen.conversation.last_role == "assistant"
 
         # Regenerate replaces the last reply; the input stays usable meanwhile.
@@ -156,8 +160,9 @@ async def test_offload_change_reloads_in_background_and_keeps_the_chat(
 
         panel.show_progress = spy  # type: ignore[method-assign]
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen.loaded is not None and
-                         screen.loaded.offloaded_layers == 9)
+        await wait_until(
+            pilot, lambda: screen.loaded is not None and screen.loaded.offloaded_layers == 9
+        )
         assert any(p is not None and p > 0 for p in seen_loading)
         loaded = screen.loaded
         assert loaded.kv_restored_tokens > 0
@@ -187,16 +192,19 @@ async def test_switch_models_by_key(tiny_model: Path, model_8l: Path) -> None:
         await wait_until(pilot, lambda: screen.loaded is not None)
         assert screen.model_path == tiny_model.resolve()
         await pilot.press("f8")
-        await wait_until(pilot, lambda: screen.model_path == model_8l.resolve() and
-                         not screen.loading)
+        await wait_until(
+            pilot, lambda: screen.model_path == model_8l.resolve() and not screen.loading
+        )
         await pilot.press("f7")
-        await wait_until(pilot, lambda: screen.model_path == tiny_model.resolve() and
-                         not screen.loading)
+        await wait_until(
+            pilot, lambda: screen.model_path == tiny_model.resolve() and not screen.loading
+        )
         assert [p.name for p in app.recent_models()][:2] == [tiny_model.name, model_8l.name]
         await pilot.press("f2")
         await pilot.press("2")
-        await wait_until(pilot, lambda: screen.model_path == model_8l.resolve() and
-                         not screen.loading)
+        await wait_until(
+            pilot, lambda: screen.model_path == model_8l.resolve() and not screen.loading
+        )
 
 
 async def test_bad_model_shows_one_error_and_keeps_the_previous(
@@ -210,8 +218,9 @@ async def test_bad_model_shows_one_error_and_keeps_the_previous(
         await wait_until(pilot, lambda: screen.loaded is not None)
         await send(pilot, app, "before")
         screen.post_message(LoadModelRequested(broken))
-        await wait_until(pilot, lambda: any("broken.gguf" in str(n.message)
-                                            for n in app._notifications))
+        await wait_until(
+            pilot, lambda: any("broken.gguf" in str(n.message) for n in app._notifications)
+        )
         await wait_until(pilot, lambda: screen.loaded is not None and not screen.loading)
         assert screen.model_path == model_8l.resolve()
         await send(pilot, app, "after")
@@ -246,8 +255,9 @@ async def test_control_bytes_in_a_reply_are_inert(model_dir: Path) -> None:
 
     noisy = write_llama_gguf(model_dir / "bytes.gguf", n_layer=2, n_embd=64, n_vocab=300, seed=9)
     app = build(noisy)
-    app.sampling = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0,
-                                  max_tokens=300, seed=4)
+    app.sampling = SamplingParams(
+        temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, max_tokens=300, seed=4
+    )
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.loaded is not None)

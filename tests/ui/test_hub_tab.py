@@ -243,7 +243,7 @@ async def test_x_cancels_a_slow_download_and_leaves_nothing(hub_server: FakeHub)
 
 
 async def test_x_in_the_download_list_cancels_the_highlighted_one(hub_server: FakeHub) -> None:
-    hub_server.throttle_bytes_per_s = 1_000_000
+    hub_server.throttle_bytes_per_s = 500_000
     panel = HubPanel(free_memory=gpu_of(int(1.5 * MIB)))
     app = HubApp(panel)
     async with app.run_test() as pilot:

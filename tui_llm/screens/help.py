@@ -12,6 +12,7 @@ HELP_TEXT = """\
 # tui-llm keys
 
 Every key below passes through tmux and SSH. Everything is also in the command palette (**Ctrl+P**).
+**Esc**, **q** or **F1** closes this help.
 
 ## Chat
 | Key | Does |

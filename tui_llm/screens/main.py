@@ -26,7 +26,7 @@ from tui_llm.messages import (
     PromptSubmitted,
 )
 from tui_llm.widgets.browser import ModelBrowser
-from tui_llm.widgets.chat import ChatView, MessageView, code_blocks, format_stats
+from tui_llm.widgets.chat import ChatView, code_blocks, format_stats
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tui_llm.app import TuiLlmApp
 
 EMPTY_CHAT = (
-    "No model loaded yet. Pick one in the model browser (Ctrl+B) or the picker (Ctrl+L);\n"
+    "No model loaded yet. Pick one in the model browser (Ctrl+B) or the picker (Ctrl+L); "
     "the built-in demo model is always there. F1 lists every key."
 )
 
@@ -60,9 +60,9 @@ class MainScreen(Screen[None]):
     BINDINGS = [
         Binding("f1", "app.help", "Help", priority=True),
         Binding("escape", "stop", "Stop", show=False),
-        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
-        Binding("ctrl+e", "edit_last", "Edit last", priority=True),
-        Binding("ctrl+y", "copy_reply", "Copy reply", priority=True),
+        Binding("ctrl+r", "regenerate", "Regenerate", show=False, priority=True),
+        Binding("ctrl+e", "edit_last", "Edit last", show=False, priority=True),
+        Binding("ctrl+y", "copy_reply", "Copy reply", show=False, priority=True),
         Binding("ctrl+k", "copy_code", "Copy code", show=False, priority=True),
         Binding("ctrl+n", "new_chat", "New chat", show=False, priority=True),
         Binding("ctrl+t", "sampling", "Sampling", priority=True),
@@ -78,9 +78,9 @@ class MainScreen(Screen[None]):
 
     DEFAULT_CSS = """
     MainScreen #body { height: 1fr; }
-    MainScreen #sidebar { width: 46; }
-    MainScreen #center { width: 1fr; }
-    MainScreen #right { width: 46; }
+    MainScreen #sidebar { width: 2fr; min-width: 40; }
+    MainScreen #center { width: 3fr; }
+    MainScreen #right { width: 52; }
     MainScreen.-narrow #sidebar { display: none; }
     MainScreen.-narrow #right { width: 34; }
     MainScreen.-narrow.-show-browser #sidebar { display: block; width: 1fr; }
@@ -234,9 +234,11 @@ class MainScreen(Screen[None]):
             loaded.settings.kv_cache_type,
         )
         took = f"{loaded.load_seconds:.1f} s"
-        kept = f", {loaded.kv_restored_tokens} tokens of context kept" if (
-            loaded.kv_restored_tokens
-        ) else ""
+        kept = (
+            f", {loaded.kv_restored_tokens} tokens of context kept"
+            if (loaded.kv_restored_tokens)
+            else ""
+        )
         panel.status = note or f"Loaded in {took}{kept}"
         self.query_one(GpuGauge).set_engine(
             self.tui.engine.pid, loaded.devices, loaded.buffers, loaded.offloaded_layers
@@ -472,7 +474,7 @@ class MainScreen(Screen[None]):
             return
         settings = replace(
             self.loaded.settings,
-            offload_layers=event.offload_layers,
+            offload_layers="all" if event.offload_layers == "all" else int(event.offload_layers),
             n_ctx=event.n_ctx,
             flash_attn=event.flash_attn,
             kv_cache_type=event.kv_cache_type,

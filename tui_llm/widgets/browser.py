@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input, Static
 
 from tui_llm.catalog.metadata import human_bytes, human_count
@@ -25,7 +26,12 @@ def model_row(model: Any, fit: str = "") -> tuple[str | Text, ...]:
         return (
             Text(model.display_name, style="dim"),
             Text(f"error: {model.error}", style="red"),
-            "", "", "", "", "", "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
         )
     return (
         model.display_name,
@@ -47,6 +53,7 @@ class ModelBrowser(Vertical):
     DEFAULT_CSS = """
     ModelBrowser { height: 1fr; border: round $primary 40%; }
     ModelBrowser:focus-within { border: round $accent; }
+    ModelBrowser { border-title-color: $text-muted; border-title-style: bold; }
     ModelBrowser > Input { border: none; height: 1; padding: 0 1; }
     ModelBrowser > DataTable { height: 1fr; }
     ModelBrowser > .status { color: $text-muted; height: 1; padding: 0 1; }
@@ -108,7 +115,9 @@ class ModelBrowser(Vertical):
         selected = None
         if table.row_count and table.cursor_row >= 0:
             try:
-                selected = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+                selected = table.coordinate_to_cell_key(
+                    Coordinate(table.cursor_row, 0)
+                ).row_key.value
             except Exception:
                 selected = None
         table.clear()
@@ -148,7 +157,7 @@ class ModelBrowser(Vertical):
         table = self.query_one(DataTable)
         if not table.row_count:
             return
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         self._load_key(key)
 
     def _load_key(self, key: str | None) -> None:

@@ -33,7 +33,7 @@ def memory_bar(used: int, total: int, own: int, width: int) -> Text:
         return text
     own_cells = round(width * min(own, used) / total)
     used_cells = max(own_cells, round(width * used / total))
-    text.append("█" * own_cells, style="bold $accent" if False else "bold magenta")
+    text.append("█" * own_cells, style="bold magenta")
     text.append("█" * (used_cells - own_cells), style="cyan")
     text.append("░" * (width - used_cells), style="dim")
     return text
@@ -50,6 +50,7 @@ class GpuGauge(Vertical):
 
     DEFAULT_CSS = """
     GpuGauge { height: auto; border: round $primary 40%; padding: 0 1; }
+    GpuGauge { border-title-color: $text-muted; border-title-style: bold; }
     GpuGauge > Static { height: auto; }
     GpuGauge > .reason { color: $text-muted; }
     """
@@ -119,6 +120,7 @@ class GpuGauge(Vertical):
                     own += proc.used_bytes
             gpus_text.append(f"GPU{gpu.index} {gpu.name}\n", style="bold")
             used, total = gpu.memory_used or 0, gpu.memory_total or 0
+            gpus_text.append("  ")
             gpus_text.append_text(memory_bar(used, total, own, bar_width))
             gpus_text.append(f" {human_bytes(used)} / {human_bytes(total)}\n")
             if own:
@@ -132,19 +134,29 @@ class GpuGauge(Vertical):
             )
             history = list(self._history.get(gpu.index, ()))
             if history and total:
-                gpus_text.append("  " + sparkline(history, float(total), bar_width) + "\n",
-                                 style="cyan")
-        self.query_one(".gpus", Static).update(gpus_text)
+                gpus_text.append(
+                    "  " + sparkline(history, float(total), bar_width) + "\n", style="cyan"
+                )
+        gpus_text.rstrip()
+        self._set_line(".gpus", gpus_text)
         reason = self._reason or (getattr(snapshot, "error", None) or "")
-        self.query_one(".reason", Static).update(reason)
-        self.query_one(".devices", Static).update(self._devices_text())
+        self._set_line(".reason", Text(reason))
+        devices = self._devices_text()
+        devices.rstrip()
+        self._set_line(".devices", devices)
         host = getattr(snapshot, "host", None)
         host_text = ""
         if host is not None:
             host_text = f"RAM {human_bytes(host.ram_used)} / {human_bytes(host.ram_total)}"
             if host.engine_rss is not None:
                 host_text += f" · engine RSS {human_bytes(host.engine_rss)}"
-        self.query_one(".host", Static).update(host_text)
+        self._set_line(".host", Text(host_text))
+
+    def _set_line(self, selector: str, text: Text) -> None:
+        """Update one part; an empty part takes no row."""
+        line = self.query_one(selector, Static)
+        line.update(text)
+        line.display = bool(text.plain.strip())
 
     def _devices_text(self) -> Text:
         text = Text()
@@ -161,7 +173,11 @@ class GpuGauge(Vertical):
             used_here = sum(
                 size
                 for name, size in on_device.items()
-                if (name.split("[")[0] == dev.name if not is_host_buffer(name) else dev.kind == "cpu")
+                if (
+                    name.split("[")[0] == dev.name
+                    if not is_host_buffer(name)
+                    else dev.kind == "cpu"
+                )
             )
             line = f" {dev.name}"
             if dev.description and dev.kind != "cpu":

@@ -34,16 +34,16 @@ class OffloadPanel(Vertical, can_focus=True):
     """Shows ``GPU layers 20 / 33`` and lets the user pick a new split, then apply it."""
 
     BINDINGS = [
-        Binding("left,minus", "step(-1)", "−1 layer"),
-        Binding("right,plus,equals_sign", "step(1)", "+1 layer"),
-        Binding("pageup,left_square_bracket", "step_percent(-10)", "−10%"),
-        Binding("pagedown,right_square_bracket", "step_percent(10)", "+10%"),
-        Binding("home,n", "set_none", "None"),
-        Binding("end,l", "set_all", "All"),
+        Binding("left,minus", "step(-1)", "−1 layer", show=False),
+        Binding("right,plus,equals_sign", "step(1)", "+1 layer", show=False),
+        Binding("pageup,left_square_bracket", "step_percent(-10)", "−10%", show=False),
+        Binding("pagedown,right_square_bracket", "step_percent(10)", "+10%", show=False),
+        Binding("home,n", "set_none", "None", show=False),
+        Binding("end,l", "set_all", "All", show=False),
         Binding("a", "auto", "Auto"),
-        Binding("c", "cycle_ctx", "Context"),
-        Binding("f", "toggle_flash", "Flash attn"),
-        Binding("k", "cycle_kv", "KV type"),
+        Binding("c", "cycle_ctx", "Context", show=False),
+        Binding("f", "toggle_flash", "Flash attn", show=False),
+        Binding("k", "cycle_kv", "KV type", show=False),
         Binding("enter", "apply", "Apply"),
         Binding("escape", "revert", "Revert", show=False),
     ]
@@ -55,6 +55,7 @@ class OffloadPanel(Vertical, can_focus=True):
         padding: 0 1;
     }
     OffloadPanel:focus-within, OffloadPanel:focus { border: round $accent; }
+    OffloadPanel { border-title-color: $text-muted; border-title-style: bold; }
     OffloadPanel > .split { text-style: bold; }
     OffloadPanel > .pending { color: $accent; }
     OffloadPanel > .warning { color: $warning; }
@@ -93,6 +94,9 @@ class OffloadPanel(Vertical, can_focus=True):
             markup=False,
             classes="hint",
         )
+
+    def on_mount(self) -> None:
+        self.call_later(self.refresh_text)
 
     # ---- state from the app -----------------------------------------------------------------
 
@@ -161,8 +165,9 @@ class OffloadPanel(Vertical, can_focus=True):
             pending.update(f"{bar} {self.pending_layers} / {total}{marker}")
         est = None
         if self.estimator is not None and total:
-            est = self.estimator(self.pending_layers, self.n_ctx, self.flash_attn,
-                                 self.kv_cache_type)
+            est = self.estimator(
+                self.pending_layers, self.n_ctx, self.flash_attn, self.kv_cache_type
+            )
         if est is not None:
             fits = "" if est.fits is None else (" · fits" if est.fits else " · may not fit")
             estimate.update(
@@ -176,6 +181,9 @@ class OffloadPanel(Vertical, can_focus=True):
         )
         self.query_one(".warning", Static).update(self.warning)
         self.query_one(".status", Static).update(self.status)
+        for line in self.query(Static):
+            if not line.has_class("hint"):
+                line.display = bool(str(line.render()).strip())
 
     # ---- actions ------------------------------------------------------------------------------
 
@@ -216,7 +224,9 @@ class OffloadPanel(Vertical, can_focus=True):
         self.refresh_text()
 
     def action_cycle_kv(self) -> None:
-        index = KV_CACHE_TYPES.index(self.kv_cache_type) if self.kv_cache_type in KV_CACHE_TYPES else 0
+        index = (
+            KV_CACHE_TYPES.index(self.kv_cache_type) if self.kv_cache_type in KV_CACHE_TYPES else 0
+        )
         self.kv_cache_type = KV_CACHE_TYPES[(index + 1) % len(KV_CACHE_TYPES)]
         self.refresh_text()
 
@@ -227,7 +237,9 @@ class OffloadPanel(Vertical, can_focus=True):
     def action_apply(self) -> None:
         if not self.total_layers:
             return
-        layers: int | str = "all" if self.pending_layers >= self.total_layers else self.pending_layers
+        layers: int | str = (
+            "all" if self.pending_layers >= self.total_layers else self.pending_layers
+        )
         self.post_message(
             ApplyLoadSettings(layers, self.n_ctx, self.flash_attn, self.kv_cache_type)
         )

@@ -19,6 +19,7 @@ class PromptInput(TextArea):
     DEFAULT_CSS = """
     PromptInput { height: auto; max-height: 8; min-height: 3; border: tall $primary 40%; }
     PromptInput:focus { border: tall $primary; }
+    PromptInput { border-title-color: $text-muted; }
     """
 
     def __init__(self, id: str | None = None) -> None:

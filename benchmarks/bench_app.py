@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import html
 import os
 import re
 import select
@@ -34,14 +35,14 @@ import termios
 import threading
 import time
 import traceback
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks.bench_engine import (
-    LARGE_SHAPE,
     engine_model_params,
     machine_line,
     raw_generate,
@@ -74,7 +75,8 @@ PROBE_PERIOD_S = 0.005
 STALL_REPORT_S = 0.016  # lateness above this is traced to the code the loop was running
 PROMPT = "Tell me about the terminal and the quiet work it holds."
 PAINT_MARKER = "GPU offload"  # the offload panel's border title: the main screen is on screen
-LARGE_NAME = "random-16x512.gguf"
+LARGE_NAME = "random-16x512.gguf"  # a second model for switches; loads in a few tenths of a second
+LARGE_SHAPE = {"n_layer": 16, "n_embd": 512, "n_ctx": 4096, "seed": 16}
 DIR_VARS = ("CONFIG", "DATA", "LOG", "STATE")
 
 
@@ -91,7 +93,7 @@ class Plan:
 
 
 FULL = Plan(
-    generation_reps=7, max_tokens=600, reload_reps=8, switch_reps=3, idle_s=3.0, launch_runs=7
+    generation_reps=9, max_tokens=600, reload_reps=20, switch_reps=3, idle_s=3.0, launch_runs=7
 )
 QUICK = Plan(
     generation_reps=2, max_tokens=200, reload_reps=2, switch_reps=1, idle_s=1.0, launch_runs=2
@@ -167,12 +169,28 @@ class RecordingEngine(EngineClient):
 
 @dataclass
 class Window:
-    """One measured stretch of app activity and the probe's lateness samples during it."""
+    """One measured stretch of app activity and the probe's wakes during it.
+
+    Each wake keeps its lateness, and its lateness less the time the loop thread spent off a CPU
+    since the previous wake (waiting for a core, or for the GIL): the second is what the app's
+    own code cost, the lateness it would have on a machine with a core to spare.
+    """
 
     phase: str
     started: float
     ended: float = 0.0
     lateness_s: list[float] = field(default_factory=list)
+    on_cpu_lateness_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Stall:
+    """A wake more than ``STALL_REPORT_S`` late: what the loop was running, how late it ended."""
+
+    phase: str
+    site: str
+    lateness_s: float
+    on_cpu_lateness_s: float = 0.0
 
 
 class LatenessProbe:
@@ -180,12 +198,13 @@ class LatenessProbe:
 
     It keeps a fixed schedule and skips missed ticks, as a Textual ``Timer`` does, so one long
     stall is one late sample. A watchdog thread notes what the event loop was running whenever a
-    wake is more than ``STALL_REPORT_S`` overdue, so each long stall can be traced to code.
+    wake is more than ``STALL_REPORT_S`` overdue (``sys._current_frames``, CPython's documented
+    way to see another thread's stack), so each long stall can be traced to code.
     """
 
     def __init__(self) -> None:
         self.window: Window | None = None
-        self.stalls: list[tuple[str, float, str]] = []
+        self.stalls: dict[float, Stall] = {}
         self._task: asyncio.Task[None] | None = None
         self._due = 0.0
         self._loop_thread = threading.get_ident()
@@ -196,6 +215,7 @@ class LatenessProbe:
     def start(self, phase: str) -> Window:
         assert self._task is None, "the probe is already running"
         window = Window(phase, time.perf_counter())
+        self._due = 0.0
         self.window = window
         self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._run(window))
@@ -208,6 +228,7 @@ class LatenessProbe:
         task, window = self._task, self.window
         self._task = None
         self.window = None
+        self._due = 0.0
         window.ended = time.perf_counter()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -220,15 +241,25 @@ class LatenessProbe:
             self._watchdog.join()
 
     async def _run(self, window: Window) -> None:
-        start = time.perf_counter()
+        start = previous = time.perf_counter()
+        previous_cpu = time.thread_time()
         count = 0
         while True:
             count += 1
             due = start + count * PROBE_PERIOD_S
             self._due = due
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            now = time.perf_counter()
-            window.lateness_s.append(now - due)
+            now, cpu = time.perf_counter(), time.thread_time()
+            off_cpu = max(0.0, (now - previous) - (cpu - previous_cpu))
+            lateness = now - due
+            on_cpu_lateness = max(0.0, lateness - off_cpu)
+            window.lateness_s.append(lateness)
+            window.on_cpu_lateness_s.append(on_cpu_lateness)
+            stall = self.stalls.get(due)
+            if stall is not None:
+                stall.lateness_s = lateness
+                stall.on_cpu_lateness_s = on_cpu_lateness
+            previous, previous_cpu = now, cpu
             if now - due > PROBE_PERIOD_S:
                 count = int((now - start) / PROBE_PERIOD_S)
 
@@ -244,7 +275,7 @@ class LatenessProbe:
             self._seen_stall_at = due
             frame = sys._current_frames().get(self._loop_thread)
             if frame is not None:
-                self.stalls.append((window.phase, overdue, stall_site(frame)))
+                self.stalls[due] = Stall(window.phase, stall_site(frame), overdue)
 
 
 def stall_site(frame: Any) -> str:
@@ -261,6 +292,39 @@ def stall_site(frame: Any) -> str:
     if ours and ours[-1] is not inner:
         return f"{where(ours[-1])} -> {where(inner)}"
     return where(inner)
+
+
+# ---- CPU accounting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU used over a stretch of wall time, in cores (1.0 = one core busy throughout)."""
+
+    wall_s: float
+    this_process: float
+    engine: float
+    others: float
+
+
+class CpuMeter:
+    """This process, the engine child and everything else on the machine, from /proc."""
+
+    def __init__(self, engine_pid: int | None) -> None:
+        self._engine = psutil.Process(engine_pid) if engine_pid else None
+        self._start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float, float]:
+        total = psutil.cpu_times()
+        busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+        engine = sum(self._engine.cpu_times()[:2]) if self._engine is not None else 0.0
+        return time.perf_counter(), busy, sum(os.times()[:2]), engine
+
+    def stop(self) -> CpuUse:
+        end = self._snapshot()
+        wall, busy, ours, engine = (b - a for a, b in zip(self._start, end, strict=True))
+        wall = max(wall, 1e-9)
+        return CpuUse(wall, ours / wall, engine / wall, max(0.0, busy - ours - engine) / wall)
 
 
 # ---- driving the app --------------------------------------------------------------------------
@@ -299,6 +363,7 @@ class AppReply:
     batches: int
     text: str
     messages: tuple[ChatMessage, ...]
+    cpu: CpuUse
 
 
 async def send_through_app(
@@ -314,6 +379,7 @@ async def send_through_app(
         await pilot.click(PromptInput)
     await pilot.press(*PROMPT)
     replies_before = len(app.engine.replies)  # type: ignore[attr-defined]
+    meter = CpuMeter(app.engine.pid)
     probe.start("reply streaming")
     entered = time.perf_counter()
     await pilot.press("enter")
@@ -328,6 +394,7 @@ async def send_through_app(
     )
     shown_at = time.perf_counter()
     window = await probe.stop()
+    cpu = meter.stop()
     trace: ReplyTrace = app.engine.replies[-1]  # type: ignore[attr-defined]
     assert trace.done is not None and trace.done_at is not None
     text = shown_stats(last_reply(screen))
@@ -347,6 +414,7 @@ async def send_through_app(
         batches=trace.batches,
         text=trace.done.text,
         messages=trace.messages,
+        cpu=cpu,
     )
     return reply, window
 
@@ -385,10 +453,10 @@ class Report:
 
 def lateness_row(label: str, windows: Sequence[Window]) -> tuple[str, ...]:
     samples = [s for w in windows for s in w.lateness_s]
+    on_cpu = [s for w in windows for s in w.on_cpu_lateness_s]
     span = sum(w.ended - w.started for w in windows)
     if not samples:
-        return (label, "0", f"{span:.1f}", "-", "-", "-", "-")
-    over = sum(1 for s in samples if s > STALL_REPORT_S)
+        return (label, "0", f"{span:.1f}", "-", "-", "-", "-", "-", "-")
     return (
         label,
         str(len(samples)),
@@ -396,7 +464,9 @@ def lateness_row(label: str, windows: Sequence[Window]) -> tuple[str, ...]:
         f"{percentile(samples, 0.5) * 1000:.2f}",
         f"{percentile(samples, 0.99) * 1000:.1f}",
         f"{max(samples) * 1000:.1f}",
-        str(over),
+        str(sum(1 for s in samples if s > STALL_REPORT_S)),
+        f"{percentile(on_cpu, 0.99) * 1000:.1f}",
+        f"{max(on_cpu) * 1000:.1f}",
     )
 
 
@@ -430,7 +500,8 @@ async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
     try:
         async with app.run_test(size=SIZE) as pilot:
             first_frame_s = time.perf_counter() - made
-            shown = PAINT_MARKER in app.export_screenshot()
+            svg_text = html.unescape(app.export_screenshot()).replace("\xa0", " ")
+            shown = PAINT_MARKER in svg_text
             screen = app.main_screen
             await wait_until(lambda: screen.loaded is not None and not screen.loading, 120, "load")
             keep(await probe.stop())
@@ -445,11 +516,12 @@ async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
             assert screen.loaded is not None
             load_settings = screen.loaded.settings
             focused = app.focused
-            report.notes.append(
-                "focus after the first load: "
-                f"{type(focused).__name__ if focused is not None else 'nothing'} "
-                f"({'the prompt, as expected' if isinstance(focused, PromptInput) else 'NOT the prompt: typed keys do not reach it'})"
+            verdict = (
+                "the prompt, as expected"
+                if isinstance(focused, PromptInput)
+                else "NOT the prompt: keys typed now do not reach it"
             )
+            report.notes.append(f"focus after the first load: {type(focused).__name__} ({verdict})")
             log(f"  app loaded {Path(load_settings.model_path).name}: {load_settings}")
 
             probe.start("idle, model loaded")
@@ -485,6 +557,18 @@ async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
     summarize_stalls(probe, report)
 
 
+async def engine_direct(
+    engine: EngineClient, messages: Sequence[ChatMessage], sampling: SamplingParams
+) -> DoneEvent:
+    """One reply from the app's own engine process, driven with no UI while the app idles."""
+    done: DoneEvent | None = None
+    async for event in engine.generate(list(messages), sampling):
+        if isinstance(event, DoneEvent):
+            done = event
+    assert done is not None
+    return done
+
+
 async def bench_generation(
     app: TuiLlmApp,
     pilot: Any,
@@ -493,53 +577,75 @@ async def bench_generation(
     report: Report,
     keep: Callable[[Window], None],
 ) -> None:
+    """Three arms in rotation: the app, its engine without the UI, and llama-cpp-python here."""
     screen = app.main_screen
     assert screen.loaded is not None
     load_settings = screen.loaded.settings
     sampling = app.sampling
     app_runs: list[AppReply] = []
+    engine_runs: list[DoneEvent] = []
     raw_runs: list[Any] = []
+    engine_cpu: list[CpuUse] = []
+    raw_cpu: list[CpuUse] = []
+    arms = ("app", "engine", "raw")
     with engine_model_params() as repack:
         llm = raw_load(load_settings)
         try:
             # One untimed reply each: pages touched, caches warm.
             warm, _ = await send_through_app(app, pilot, probe)
             messages = warm.messages
+            await engine_direct(app.engine, messages, sampling)
             llm.set_seed(sampling.seed)
             raw_generate(llm, messages, sampling)
             for rep in range(plan.generation_reps):
-                # Alternate which goes first so that drift on a shared machine hits both alike.
-                order = ("app", "raw") if rep % 2 == 0 else ("raw", "app")
-                for which in order:
+                # Rotate the order so that drift on a shared machine hits every arm alike.
+                for which in arms[rep % 3 :] + arms[: rep % 3]:
                     if which == "app":
                         reply, window = await send_through_app(app, pilot, probe)
                         keep(window)
                         app_runs.append(reply)
+                    elif which == "engine":
+                        meter = CpuMeter(app.engine.pid)
+                        engine_runs.append(await engine_direct(app.engine, messages, sampling))
+                        engine_cpu.append(meter.stop())
                     else:
+                        # Blocks the app's loop; the app is idle and no probe is running.
                         llm.set_seed(sampling.seed)
+                        meter = CpuMeter(app.engine.pid)
                         raw_runs.append(raw_generate(llm, messages, sampling))
+                        raw_cpu.append(meter.stop())
                 last = app_runs[-1]
                 log(
-                    f"  rep {rep + 1}: raw {raw_runs[-1].tokens_per_s:.1f} tok/s, app shows "
-                    f"{last.shown_tokens_per_s:.1f} (engine {last.engine_tokens_per_s:.1f}, "
-                    f"UI side {last.ui_tokens_per_s:.1f}, {last.batches} batches)"
+                    f"  rep {rep + 1}: raw {raw_runs[-1].tokens_per_s:.1f} tok/s, engine alone "
+                    f"{engine_runs[-1].stats.generation_tokens_per_s:.1f}, app shows "
+                    f"{last.shown_tokens_per_s:.1f} (UI side {last.ui_tokens_per_s:.1f}, "
+                    f"{last.batches} batches; cores: UI {last.cpu.this_process:.2f}, engine "
+                    f"{last.cpu.engine:.2f}, other processes {last.cpu.others:.2f})"
                 )
         finally:
             llm.close()
     raw_rate = median([r.tokens_per_s for r in raw_runs])
+    alone_rate = median([e.stats.generation_tokens_per_s for e in engine_runs])
     shown_rate = median([r.shown_tokens_per_s for r in app_runs])
     engine_rate = median([r.engine_tokens_per_s for r in app_runs])
     ui_rate = median([r.ui_tokens_per_s for r in app_runs])
     pair = [a.shown_tokens_per_s / r.tokens_per_s for a, r in zip(app_runs, raw_runs, strict=True)]
+    pair_engine = [
+        a.shown_tokens_per_s / e.stats.generation_tokens_per_s
+        for a, e in zip(app_runs, engine_runs, strict=True)
+    ]
     raw_reply = median([r.reply_s for r in raw_runs])
     app_reply = median([r.enter_to_shown_s for r in app_runs])
-    counts = sorted({r.n_tokens for r in raw_runs} | {a.n_tokens for a in app_runs})
-    same_text = all(a.text == raw_runs[0].text for a in app_runs) and all(
-        r.text == raw_runs[0].text for r in raw_runs
+    counts = sorted(
+        {r.n_tokens for r in raw_runs}
+        | {a.n_tokens for a in app_runs}
+        | {e.stats.generated_tokens for e in engine_runs}
     )
+    texts = {r.text for r in raw_runs} | {a.text for a in app_runs} | {e.text for e in engine_runs}
+    same_text = len(texts) == 1
     report.add(
         "generation",
-        "demo model, reply figure shown by the app",
+        "app (reply figure shown) / raw llama-cpp-python",
         f"{raw_rate:.1f}",
         f"{shown_rate:.1f}",
         f"{shown_rate / raw_rate:.3f} (target >= 0.95)",
@@ -547,7 +653,23 @@ async def bench_generation(
     )
     report.add(
         "generation",
-        "same replies, rate as the UI consumed the batches",
+        "engine process alone (same child, UI idle) / raw: the engine's share",
+        f"{raw_rate:.1f}",
+        f"{alone_rate:.1f}",
+        f"{alone_rate / raw_rate:.3f}",
+        "-",
+    )
+    report.add(
+        "generation",
+        "app / engine process alone: the UI's share",
+        f"{alone_rate:.1f} (engine alone)",
+        f"{shown_rate:.1f}",
+        f"{shown_rate / alone_rate:.3f}",
+        f"{min(pair_engine):.3f}-{max(pair_engine):.3f}",
+    )
+    report.add(
+        "generation",
+        "app, rate at which the UI took in the batches / raw",
         f"{raw_rate:.1f}",
         f"{ui_rate:.1f}",
         f"{ui_rate / raw_rate:.3f}",
@@ -555,7 +677,7 @@ async def bench_generation(
     )
     report.add(
         "generation",
-        "same replies, whole reply: Enter to figures shown (app) vs prompt to last token (raw), ms",
+        "whole reply, ms: Enter to figures shown (app) vs prompt to last token (raw)",
         f"{raw_reply * 1000:.0f}",
         f"{app_reply * 1000:.0f}",
         f"{raw_reply / app_reply:.3f} (raw / app time)",
@@ -568,6 +690,28 @@ async def bench_generation(
         f"{'identical texts' if same_text else 'TEXTS DIFFER between raw and app'}; engine's own "
         f"rate inside the app {engine_rate:.1f} tok/s; {plan.generation_reps} interleaved reps"
     )
+    app_cpu = [a.cpu for a in app_runs]
+    per_token = {
+        "app": [a.cpu.engine * a.cpu.wall_s / a.n_tokens for a in app_runs],
+        "engine": [
+            c.engine * c.wall_s / e.stats.generated_tokens
+            for c, e in zip(engine_cpu, engine_runs, strict=True)
+        ],
+    }
+    for label, rate, uses, engine_ms in (
+        ("app (Enter to figures shown)", shown_rate, app_cpu, per_token["app"]),
+        ("engine process alone", alone_rate, engine_cpu, per_token["engine"]),
+        ("raw llama-cpp-python", raw_rate, raw_cpu, []),
+    ):
+        report.add(
+            "cpu",
+            label,
+            f"{rate:.1f}",
+            f"{median([u.this_process for u in uses]):.2f}",
+            f"{median([u.engine for u in uses]):.2f}",
+            f"{median([u.others for u in uses]):.2f}",
+            f"{median(engine_ms) * 1000:.2f}" if engine_ms else "-",
+        )
 
 
 def describe_load(settings: Any) -> str:
@@ -632,21 +776,27 @@ async def bench_loads(
 
 
 def summarize_stalls(probe: LatenessProbe, report: Report) -> None:
-    """The code the loop was running during each wake later than ``STALL_REPORT_S``."""
-    by_site: Counter[tuple[str, str]] = Counter()
-    worst: dict[tuple[str, str], float] = {}
-    for phase, overdue, site in probe.stalls:
-        key = (phase, site)
-        by_site[key] += 1
-        worst[key] = max(worst.get(key, 0.0), overdue)
-    for (phase, site), count in by_site.most_common(12):
-        report.add(
-            "stall sites",
-            phase,
-            f"`{site}`",
-            str(count),
-            f">= {worst[(phase, site)] * 1000:.0f}",
+    """Where the loop was when each wake later than ``STALL_REPORT_S`` was overdue, by phase."""
+    by_site: dict[str, dict[str, list[Stall]]] = {}
+    for stall in probe.stalls.values():
+        by_site.setdefault(stall.phase, {}).setdefault(stall.site, []).append(stall)
+    for phase, sites in by_site.items():
+        ranked = sorted(
+            sites.items(),
+            key=lambda item: -max(s.on_cpu_lateness_s for s in item[1]),
         )
+        for site, stalls in ranked[:6]:
+            where = f"`{site}`"
+            if site.endswith(" select"):
+                where += " (in select: the thread was waiting for a CPU)"
+            report.add(
+                "stall sites",
+                phase,
+                where,
+                str(len(stalls)),
+                f"{max(s.lateness_s for s in stalls) * 1000:.0f}",
+                f"{max(s.on_cpu_lateness_s for s in stalls) * 1000:.0f}",
+            )
 
 
 # ---- launch to first paint ------------------------------------------------------------------
@@ -786,6 +936,47 @@ def launch_in_tmux(tmux: Tmux, run: int, timeout_s: float = 30.0) -> Launch:
     return Launch(0.0, first_paint - started, quit_s)
 
 
+IMPORT_STEPS = (
+    ("Python starts (`python -c pass`)", "pass"),
+    ("+ `import textual.app`", "import textual.app"),
+    (
+        "+ the app's modules (`tui_llm.cli`, `.app`, `.catalog.discovery`, `.gpu`)",
+        "import tui_llm.cli, tui_llm.app, tui_llm.catalog.discovery, tui_llm.gpu",
+    ),
+)
+LLAMA_CHECK = "import sys; print(','.join(m for m in ('llama_cpp', 'numpy') if m in sys.modules))"
+
+
+def bench_imports(runs: int, env: dict[str, str], report: Report) -> None:
+    """Where launch time goes before the first frame: interpreter start and imports."""
+    for label, code in IMPORT_STEPS:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True)
+            times.append((time.perf_counter() - started) * 1000)
+        report.add(
+            "paint",
+            label,
+            f"{median(times):.0f}",
+            str(runs),
+            f"{min(times):.0f}-{max(times):.0f}",
+            "-",
+        )
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"{IMPORT_STEPS[-1][1]}; {LLAMA_CHECK}"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    report.notes.append(
+        "heavy modules imported by the app's modules before the first frame: "
+        + (loaded or "neither llama_cpp nor numpy")
+    )
+
+
 def bench_launch(plan: Plan, folder: Path, report: Report) -> None:
     env = dict(os.environ)
     env["TERM"] = "xterm-256color"
@@ -845,6 +1036,7 @@ def bench_launch(plan: Plan, folder: Path, report: Report) -> None:
         "-",
         "yes",
     )
+    bench_imports(plan.launch_runs, env, report)
     report.notes.append(
         f"launch: first byte of output in the pty after a median "
         f"{median([r.first_output_s for r in pty_runs]) * 1000:.0f} ms; Ctrl+Q to exit took a "
@@ -856,9 +1048,33 @@ def bench_launch(plan: Plan, folder: Path, report: Report) -> None:
 # ---- the run ------------------------------------------------------------------------------------
 
 HEADERS = {
-    "generation": ("measure", "raw tok/s", "app tok/s", "app / raw", "per-pair ratio range"),
-    "stall": ("while", "samples", "seconds", "p50 ms", "p99 ms", "max ms", "wakes > 16 ms"),
-    "stall sites": ("while", "loop was running (project frame -> innermost)", "stalls", "ms"),
+    "generation": ("measure", "baseline tok/s", "measured tok/s", "ratio", "per-rep ratio range"),
+    "cpu": (
+        "arm (same replies as above)",
+        "tok/s",
+        "this process, cores",
+        "engine process, cores",
+        "other processes, cores",
+        "engine CPU ms per token",
+    ),
+    "stall": (
+        "while",
+        "wakes",
+        "seconds",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "wakes > 16 ms",
+        "p99 ms on CPU",
+        "max ms on CPU",
+    ),
+    "stall sites": (
+        "while",
+        "loop thread at 16 ms overdue (project frame -> innermost)",
+        "stalls",
+        "worst ms",
+        "worst ms on CPU",
+    ),
     "paint": ("launch", "median ms", "runs", "range ms", "frame has the marker"),
 }
 

@@ -3,7 +3,7 @@
 Prints figures and ratios measured in one run; it is not a test and asserts nothing about time.
 Run from the repository root (it writes its own models to a temporary folder):
 
-    .venv/bin/python -m benchmarks.bench_engine [--quick]
+    .venv/bin/python -m benchmarks.bench_engine [--quick] [--threads N]
 
 Three measurements, raw and engine interleaved so that drift on a shared machine hits both:
 
@@ -39,8 +39,6 @@ from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import ChatMessage, DoneEvent, LoadSettings, SamplingParams
 
 REPO = Path(__file__).resolve().parents[1]
-THREADS = 2
-LARGE_SHAPE = {"n_layer": 16, "n_embd": 512, "n_ctx": 4096, "seed": 16}
 LARGE_NAME = "random 16 layers x 512 wide, f16"
 DEMO_NAME = "demo (8 layers x 2560 wide, f16)"
 RPC_OFFLOAD = 4
@@ -55,6 +53,7 @@ class Plan:
     reload_reps: int
     ttft_reps: int
     conversation_tokens: int
+    threads: int = 2
 
 
 FULL = Plan(generation_reps=7, max_tokens=512, reload_reps=7, ttft_reps=3, conversation_tokens=2000)
@@ -239,7 +238,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def rpc_server(folder: Path, name: str) -> Iterator[str]:
+def rpc_server(folder: Path, name: str, threads: int) -> Iterator[str]:
     """A llama.cpp RPC server on 127.0.0.1 backed by this CPU, the benchmark's "GPU"."""
     port = free_port()
     log_path = folder / f"rpc-server-{name}.log"
@@ -253,7 +252,7 @@ def rpc_server(folder: Path, name: str) -> Iterator[str]:
                 "--port",
                 str(port),
                 "--threads",
-                str(THREADS),
+                str(threads),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -522,16 +521,15 @@ HEADERS = {
 def print_summary(
     report: Report,
     plan: Plan,
-    quick: bool,
+    command: str,
     repack: bool,
     elapsed: float,
     load_before: tuple[float, float, float],
 ) -> None:
-    command = ".venv/bin/python -m benchmarks.bench_engine" + (" --quick" if quick else "")
     print(f"command: {command}")
     print(f"machine: {machine_line()}")
     print(
-        f"settings: n_threads {THREADS}, n_batch 512, f16 KV, temperature 0, "
+        f"settings: n_threads {plan.threads}, n_batch 512, f16 KV, temperature 0, "
         f"max_tokens {plan.max_tokens}, use_extra_bufts={repack} for raw and engine alike; "
         f"{plan.generation_reps} generation reps, {plan.reload_reps} reloads each way, "
         f"{plan.ttft_reps} TTFT reps per mode; run took {elapsed:.0f} s"
@@ -552,14 +550,16 @@ def print_summary(
             print("| " + " | ".join(row) + " |")
 
 
-async def run(plan: Plan, folder: Path, quick: bool) -> None:
+async def run(plan: Plan, folder: Path, command: str) -> None:
     began = time.perf_counter()
     load_before = os.getloadavg()
     log("writing models...")
     demo = write_demo_model(folder / "demo.gguf")
-    large = write_llama_gguf(folder / "random-16x512.gguf", **LARGE_SHAPE)  # type: ignore[arg-type]
-    demo_settings = LoadSettings(str(demo), n_ctx=2048, n_threads=THREADS)
-    large_settings = LoadSettings(str(large), n_ctx=4096, n_threads=THREADS)
+    large = write_llama_gguf(
+        folder / "random-16x512.gguf", n_layer=16, n_embd=512, n_ctx=4096, seed=16
+    )
+    demo_settings = LoadSettings(str(demo), n_ctx=2048, n_threads=plan.threads)
+    large_settings = LoadSettings(str(large), n_ctx=4096, n_threads=plan.threads)
     report = Report()
     client = EngineClient(log_path=folder / "engine.log")
     await client.start()
@@ -570,22 +570,26 @@ async def run(plan: Plan, folder: Path, quick: bool) -> None:
             await bench_generation(client, large_settings, LARGE_NAME, plan, report)
 
             log("2. reload, CPU only")
+            other_threads = 1 if plan.threads > 1 else 2
             for name, base in ((DEMO_NAME, demo_settings), (LARGE_NAME, large_settings)):
                 await bench_reload(
                     client,
                     name,
                     base,
-                    replace(base, n_threads=1),
+                    replace(base, n_threads=other_threads),
                     (),
-                    ("n_threads 2 -> 1", "n_threads 1 -> 2"),
+                    (
+                        f"n_threads {plan.threads} -> {other_threads}",
+                        f"n_threads {other_threads} -> {plan.threads}",
+                    ),
                     plan,
                     report,
                 )
             # An RPC server serves one client connection at a time, and each process keeps
             # its connection open: the raw baseline and the engine child need one server each.
             with (
-                rpc_server(folder, "raw") as raw_endpoint,
-                rpc_server(folder, "engine") as endpoint,
+                rpc_server(folder, "raw", plan.threads) as raw_endpoint,
+                rpc_server(folder, "engine", plan.threads) as endpoint,
             ):
                 log(f"2. reload, RPC devices at {raw_endpoint} (raw), {endpoint} (engine)")
                 on_cpu = replace(large_settings, rpc_servers=(endpoint,))
@@ -604,16 +608,20 @@ async def run(plan: Plan, folder: Path, quick: bool) -> None:
                 await bench_ttft(client, on_cpu, on_rpc, plan, report)
     finally:
         await client.close()
-    print_summary(report, plan, quick, repack, time.perf_counter() - began, load_before)
+    print_summary(report, plan, command, repack, time.perf_counter() - began, load_before)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter replies")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="llama.cpp threads for generation (default 2)"
+    )
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = replace(QUICK if args.quick else FULL, threads=args.threads)
+    command = " ".join([".venv/bin/python -m benchmarks.bench_engine", *(argv or sys.argv[1:])])
     with tempfile.TemporaryDirectory(prefix="tui-llm-bench-") as tmp:
-        asyncio.run(run(plan, Path(tmp), args.quick))
+        asyncio.run(run(plan, Path(tmp), command))
     return 0
 
 

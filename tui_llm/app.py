@@ -231,6 +231,12 @@ class TuiLlmApp(App[None]):
         accel = [d.memory_free for d in devices if d.kind != "cpu"]
         return max(accel) if accel else None
 
+    def free_memory(self) -> tuple[int | None, int | None]:
+        """(free VRAM, free RAM) for the Hub's fit badges; called from a worker thread."""
+        import psutil
+
+        return self.free_gpu_bytes(), int(psutil.virtual_memory().available)
+
     async def load_with_recovery(
         self, settings: LoadSettings, on_progress: Callable[[float], None]
     ) -> tuple[LoadedEvent, str | None]:

@@ -336,3 +336,25 @@ async def test_theme_is_remembered_and_broken_theme_named(user_dirs: Path) -> No
         )
         app.theme = "tui-llm-light"
         assert app.settings.theme == "tui-llm-light"
+
+
+async def test_hub_tab_offline_keeps_local_models_working(model_8l: Path) -> None:
+    """HF_HUB_OFFLINE is set by the test environment: the Hub tab says so, local still loads."""
+    from textual.widgets import TabbedContent
+
+    from tui_llm.widgets.hub import OFFLINE_TEXT, HubPanel
+
+    app = build(scanner=local([model_8l]))
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        screen.query_one(TabbedContent).active = "tab-hub"
+        await pilot.pause()
+        hub = screen.query_one(HubPanel)
+        await wait_until(pilot, lambda: hub.offline)
+        assert OFFLINE_TEXT in hub.status_text
+        await pilot.press("ctrl+b")
+        assert screen.query_one(TabbedContent).active == "tab-local"
+        await wait_until(pilot, lambda: app.engine.ready is not None and app.found_models != [])
+        screen.query_one(ChatView).focus()
+        await pilot.press("f8")
+        await wait_until(pilot, lambda: screen.loaded is not None)

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from tui_llm.catalog.demo import DEMO_NOTE, is_demo_model
 from tui_llm.conversation import Conversation
@@ -28,6 +28,7 @@ from tui_llm.messages import (
 from tui_llm.widgets.browser import ModelBrowser
 from tui_llm.widgets.chat import ChatView, code_blocks, format_stats
 from tui_llm.widgets.gauge import GpuGauge
+from tui_llm.widgets.hub import HubModelDownloaded, HubPanel
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
 
@@ -79,6 +80,9 @@ class MainScreen(Screen[None]):
     DEFAULT_CSS = """
     MainScreen #body { height: 1fr; }
     MainScreen #sidebar { width: 2fr; min-width: 40; }
+    MainScreen #sources { height: 1fr; }
+    MainScreen #sources > ContentSwitcher { height: 1fr; }
+    MainScreen TabPane { height: 1fr; padding: 0; }
     MainScreen #center { width: 3fr; }
     MainScreen #right { width: 52; }
     MainScreen.-narrow #sidebar { display: none; }
@@ -111,8 +115,11 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
-            with Vertical(id="sidebar"):
-                yield ModelBrowser(id="browser")
+            with Vertical(id="sidebar"), TabbedContent(id="sources"):
+                with TabPane("Local", id="tab-local"):
+                    yield ModelBrowser(id="browser")
+                with TabPane("Hugging Face", id="tab-hub"):
+                    yield HubPanel(id="hub")
             with Vertical(id="center"):
                 yield Static("", id="banner", markup=False)
                 yield ChatView(EMPTY_CHAT, id="chat")
@@ -133,6 +140,7 @@ class MainScreen(Screen[None]):
         self.tui.configure_offload_panel(panel)
         browser = self.query_one(ModelBrowser)
         browser.fit_for = self.tui.fit_label
+        self.query_one(HubPanel).free_memory = self.tui.free_memory
         reason = getattr(self.tui.monitor, "reason", None)
         if reason:
             self.query_one(GpuGauge).set_unavailable(reason)
@@ -222,6 +230,8 @@ class MainScreen(Screen[None]):
 
     def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
         panel = self.query_one(OffloadPanel)
+        if any(d.kind != "cpu" for d in loaded.devices) and panel.warning.startswith("No GPU"):
+            panel.warning = ""
         self.loaded = loaded
         path = Path(loaded.settings.model_path)
         self.model_path = path
@@ -448,6 +458,7 @@ class MainScreen(Screen[None]):
             return
         if self.has_class("-hide-browser"):
             self.remove_class("-hide-browser")
+        self.query_one(TabbedContent).active = "tab-local"
         if browser.has_focus_within:
             self.query_one(PromptInput).focus()
         else:
@@ -467,8 +478,21 @@ class MainScreen(Screen[None]):
         self.query_one(PromptInput).focus()
         self.load_model(event.path)
 
+    @on(HubModelDownloaded)
+    def on_hub_downloaded(self, event: HubModelDownloaded) -> None:
+        """A finished download joins the local list at once, ready to load."""
+        from tui_llm.catalog.discovery import LocalModel
+
+        info = event.result.info
+        name = f"{event.result.request.repo_id}/{event.path.name}"
+        self.query_one(ModelBrowser).add_models(
+            [LocalModel(event.path, "huggingface", name, info, None)]
+        )
+        self.tui.found_models.append(event.path)
+
     @on(ApplyLoadSettings)
     def on_apply(self, event: ApplyLoadSettings) -> None:
+        self.query_one(PromptInput).focus()
         if self.loaded is None or self.loading:
             self.notify("Nothing loaded to apply the change to.", severity="warning")
             return

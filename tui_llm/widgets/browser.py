@@ -54,7 +54,7 @@ class ModelBrowser(Vertical):
     ModelBrowser { height: 1fr; border: round $primary 40%; }
     ModelBrowser:focus-within { border: round $accent; }
     ModelBrowser { border-title-color: $text-muted; border-title-style: bold; }
-    ModelBrowser > Input { border: none; height: 1; padding: 0 1; }
+    ModelBrowser > Input, ModelBrowser > Input:focus { border: none; height: 1; padding: 0 1; }
     ModelBrowser > DataTable { height: 1fr; }
     ModelBrowser > .status { color: $text-muted; height: 1; padding: 0 1; }
     """

@@ -96,6 +96,7 @@ class TuiLlmApp(App[None]):
         self.autostart_engine = True
         self.last_settings: LoadSettings | None = None
         self.found_models: list[Path] = []
+        self.fit_labels: dict[str, str] = {}
         self._theme_errors: list[str] = []
         self.engine.on_crash = self._engine_crashed
         self._register_themes()
@@ -167,6 +168,8 @@ class TuiLlmApp(App[None]):
             batch.append(model)
             if model.info is not None:
                 self.found_models.append(Path(model.path))
+                # The estimate takes ~0.1-0.4 s per model: compute it here, off the UI thread.
+                self.fit_labels[str(model.path)] = self.compute_fit_label(model)
             if len(batch) >= 8:
                 screen.post_message(ModelsScanned(batch, done=False))
                 batch = []
@@ -287,6 +290,10 @@ class TuiLlmApp(App[None]):
         panel.auto_level = auto
 
     def fit_label(self, model: Any) -> str:
+        """The browser's fit column, from what the scan thread computed (never computed here)."""
+        return self.fit_labels.get(str(model.path), "")
+
+    def compute_fit_label(self, model: Any) -> str:
         try:
             from tui_llm.fit import fit_label
         except ImportError:

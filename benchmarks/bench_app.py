@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import gc
 import html
+import json
 import math
 import os
 import re
@@ -47,18 +48,11 @@ from typing import Any
 import psutil
 from textual.widgets import Static
 
-from benchmarks.bench_engine import (
-    engine_model_params,
-    machine_line,
-    raw_generate,
-    raw_load,
-)
 from tui_llm import config as config_mod
 from tui_llm import paths
 from tui_llm.app import TuiLlmApp, make_app
 from tui_llm.catalog.demo import ensure_demo_model
 from tui_llm.catalog.discovery import iter_local_models
-from tui_llm.catalog.generate import write_llama_gguf
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import (
     ChatMessage,
@@ -83,6 +77,11 @@ PAINT_MARKER = "GPU offload"  # the offload panel's border title: the main scree
 QUIET_OTHERS = 0.25  # cores used by other processes below which a rep counts as quiet
 LARGE_NAME = "random-16x512.gguf"  # a second model for switches; loads in a few tenths of a second
 DIR_VARS = ("CONFIG", "DATA", "LOG", "STATE")
+STARTUP = "startup: first frame, engine start, first load"
+IDLE = "idle, model loaded"
+STREAMING = "reply streaming at full speed"
+RELOAD = "reload (offload panel: offload and n_ctx change)"
+SWITCH = "switch model (picker path)"
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,7 @@ class Plan:
     """How much of each measurement one run does."""
 
     generation_reps: int
+    stream_reps: int
     max_tokens: int
     reload_reps: int
     switch_reps: int
@@ -98,10 +98,22 @@ class Plan:
 
 
 FULL = Plan(
-    generation_reps=9, max_tokens=600, reload_reps=20, switch_reps=3, idle_s=3.0, launch_runs=7
+    generation_reps=9,
+    stream_reps=6,
+    max_tokens=600,
+    reload_reps=20,
+    switch_reps=3,
+    idle_s=3.0,
+    launch_runs=7,
 )
 QUICK = Plan(
-    generation_reps=2, max_tokens=200, reload_reps=2, switch_reps=1, idle_s=1.0, launch_runs=2
+    generation_reps=2,
+    stream_reps=2,
+    max_tokens=200,
+    reload_reps=2,
+    switch_reps=1,
+    idle_s=1.0,
+    launch_runs=2,
 )
 
 
@@ -388,8 +400,8 @@ class AppReply:
 
 
 async def send_through_app(
-    app: TuiLlmApp, pilot: Any, probe: LatenessProbe
-) -> tuple[AppReply, Window]:
+    app: TuiLlmApp, pilot: Any, probe: LatenessProbe | None = None
+) -> tuple[AppReply, Window | None]:
     """New chat, type the prompt, Enter; wait until the reply shows its figures."""
     screen = app.main_screen
     engine = app.engine
@@ -403,7 +415,8 @@ async def send_through_app(
     await pilot.press(*PROMPT)
     replies_before = len(engine.replies)
     meter = CpuMeter(engine.pid)
-    probe.start("reply streaming")
+    if probe is not None:
+        probe.start(STREAMING)
     entered = time.perf_counter()
     await pilot.press("enter")
     await wait_until(
@@ -416,7 +429,7 @@ async def send_through_app(
         "the reply",
     )
     shown_at = time.perf_counter()
-    window = await probe.stop()
+    window = await probe.stop() if probe is not None else None
     cpu = meter.stop()
     trace = engine.replies[-1]
     assert trace.done is not None and trace.done_at is not None
@@ -473,6 +486,11 @@ class Report:
     def add(self, section: str, *cells: str) -> None:
         self.sections.setdefault(section, []).append(cells)
 
+    def merge(self, other: Report) -> None:
+        for section, rows in other.sections.items():
+            self.sections.setdefault(section, []).extend(rows)
+        self.notes.extend(other.notes)
+
 
 def lateness_row(label: str, windows: Sequence[Window]) -> tuple[str, ...]:
     samples = [s for w in windows for s in w.lateness_s]
@@ -499,18 +517,41 @@ def lateness_row(label: str, windows: Sequence[Window]) -> tuple[str, ...]:
     )
 
 
-async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
-    demo = ensure_demo_model()
-    large = write_llama_gguf(
-        paths.default_models_dir() / LARGE_NAME, n_layer=16, n_embd=512, n_ctx=4096, seed=16
-    )
+def build_app(folder: Path, demo: Path) -> TuiLlmApp:
+    """The app as ``run_app`` builds it (real engine, monitor and scan), in the temp folders."""
     settings = config_mod.Settings()
     dirs = config_mod.model_dirs(settings)
     dirs.append(demo.parent)
     home = folder / "home"
     home.mkdir(exist_ok=True)
-    engine = RecordingEngine(log_path=folder / "engine-app.log")
-    monitor = MonitorThread(create_monitor(), interval_s=1.0)
+    return make_app(
+        settings,
+        RecordingEngine(log_path=folder / f"engine-{os.getpid()}.log"),
+        MonitorThread(create_monitor(), interval_s=1.0),
+        scanner=lambda: iter_local_models(dirs, home=home, env={}),
+        initial_model=demo,
+        save_settings=True,
+        sample_interval_s=1.0,
+    )
+
+
+async def bench_tokens(plan: Plan, folder: Path, demo: Path, report: Report) -> None:
+    """Part 1, in this process: the app, its engine alone, and llama-cpp-python beside it."""
+    app = build_app(folder, demo)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.main_screen
+        await wait_until(lambda: screen.loaded is not None and not screen.loading, 120, "load")
+        app.sampling = SamplingParams(temperature=0.0, max_tokens=plan.max_tokens, seed=1)
+        await bench_generation(app, pilot, plan, report)
+
+
+async def bench_app_session(plan: Plan, folder: Path, demo: Path, large: Path) -> Report:
+    """Parts 2 and 3 (in-process), in a process that imports what ``tui-llm`` imports only.
+
+    No llama-cpp-python, numpy or baseline here: their objects would lengthen every garbage
+    collection of the loop, and the baseline's would be collected in the app's windows.
+    """
+    report = Report()
     probe = LatenessProbe()
     windows: dict[str, list[Window]] = {}
 
@@ -518,16 +559,8 @@ async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
         windows.setdefault(window.phase, []).append(window)
 
     made = time.perf_counter()
-    app = make_app(
-        settings,
-        engine,
-        monitor,
-        scanner=lambda: iter_local_models(dirs, home=home, env={}),
-        initial_model=demo,
-        save_settings=True,
-        sample_interval_s=1.0,
-    )
-    probe.start("startup: first frame, engine start, first load")
+    app = build_app(folder, demo)
+    probe.start(STARTUP)
     try:
         async with app.run_test(size=SIZE) as pilot:
             first_frame_s = time.perf_counter() - made
@@ -544,8 +577,6 @@ async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
                 "-",
                 "yes" if shown else "no (marker missing!)",
             )
-            assert screen.loaded is not None
-            load_settings = screen.loaded.settings
             focused = app.focused
             verdict = (
                 "the prompt, as expected"
@@ -553,39 +584,41 @@ async def bench_in_app(plan: Plan, folder: Path, report: Report) -> None:
                 else "NOT the prompt: keys typed now do not reach it"
             )
             report.notes.append(f"focus after the first load: {type(focused).__name__} ({verdict})")
-            log(f"  app loaded {Path(load_settings.model_path).name}: {load_settings}")
 
-            probe.start("idle, model loaded")
+            probe.start(IDLE)
             await asyncio.sleep(plan.idle_s)
             keep(await probe.stop())
 
-            log("1. tokens/s through the app vs raw llama-cpp-python")
+            log("2b. event loop while replies stream")
             app.sampling = SamplingParams(temperature=0.0, max_tokens=plan.max_tokens, seed=1)
-            await bench_generation(app, pilot, probe, plan, report, keep)
+            for rep in range(plan.stream_reps):
+                reply, window = await send_through_app(app, pilot, probe)
+                assert window is not None
+                keep(window)
+                log(
+                    f"  reply {rep + 1}: {reply.shown_tokens_per_s:.1f} tok/s, worst lateness "
+                    f"{max(window.lateness_s) * 1000:.1f} ms"
+                )
 
-            log("2. loads: the offload panel's reload, then model switches")
+            log("2a. event loop while models load")
             await bench_loads(app, probe, plan, report, keep, demo, large)
     finally:
         if probe.window is not None:
             await probe.stop()
         probe.close()
 
-    report.add(
-        "stall", *lateness_row("idle, model loaded (reference)", windows["idle, model loaded"])
-    )
-    for phase in ("reload (offload panel: offload and n_ctx change)", "switch model (picker path)"):
+    report.add("stall", *lateness_row(f"{IDLE} (reference)", windows[IDLE]))
+    for phase in (RELOAD, SWITCH):
         report.add("stall", *lateness_row(f"(a) {phase}", windows.get(phase, [])))
-    report.add(
-        "stall", *lateness_row("(b) reply streaming at full speed", windows["reply streaming"])
-    )
-    report.add(
-        "stall",
-        *lateness_row(
-            "startup (reference): first frame, engine start, first load",
-            windows["startup: first frame, engine start, first load"],
-        ),
-    )
+    report.add("stall", *lateness_row(f"(b) {STREAMING}", windows[STREAMING]))
+    report.add("stall", *lateness_row(f"{STARTUP} (reference)", windows[STARTUP]))
     summarize_stalls(probe, report)
+    heavy = [name for name in ("llama_cpp", "numpy", "gguf") if name in sys.modules]
+    report.notes.append(
+        "the stall session's process had imported "
+        + (", ".join(heavy) if heavy else "neither llama_cpp nor numpy, like `tui-llm` itself")
+    )
+    return report
 
 
 async def engine_direct(
@@ -600,15 +633,14 @@ async def engine_direct(
     return done
 
 
-async def bench_generation(
-    app: TuiLlmApp,
-    pilot: Any,
-    probe: LatenessProbe,
-    plan: Plan,
-    report: Report,
-    keep: Callable[[Window], None],
-) -> None:
-    """Three arms in rotation: the app, its engine without the UI, and llama-cpp-python here."""
+async def bench_generation(app: TuiLlmApp, pilot: Any, plan: Plan, report: Report) -> None:
+    """Three arms in rotation: the app, its engine without the UI, and llama-cpp-python here.
+
+    The baseline reuses the engine benchmark's raw path: ``Llama()`` with the engine's model
+    params (repacked weights off on AMX CPUs), the GGUF chat template, the engine's clock.
+    """
+    from benchmarks.bench_engine import engine_model_params, raw_generate, raw_load
+
     screen = app.main_screen
     assert screen.loaded is not None
     load_settings = screen.loaded.settings
@@ -623,7 +655,7 @@ async def bench_generation(
         llm = raw_load(load_settings)
         try:
             # One untimed reply each: pages touched, caches warm.
-            warm, _ = await send_through_app(app, pilot, probe)
+            warm, _ = await send_through_app(app, pilot)
             messages = warm.messages
             await engine_direct(app.engine, messages, sampling)
             llm.set_seed(sampling.seed)
@@ -633,21 +665,20 @@ async def bench_generation(
                 # Rotate the order so that drift on a shared machine hits every arm alike.
                 for which in arms[rep % 3 :] + arms[: rep % 3]:
                     if which == "app":
-                        reply, window = await send_through_app(app, pilot, probe)
-                        keep(window)
+                        reply, _ = await send_through_app(app, pilot)
                         app_runs.append(reply)
                     elif which == "engine":
                         meter = CpuMeter(app.engine.pid)
                         engine_runs.append(await engine_direct(app.engine, messages, sampling))
                         engine_cpu.append(meter.stop())
                     else:
-                        # Blocks the app's loop; the app is idle and no probe is running.
+                        # Blocks the app's loop while the app is idle.
                         llm.set_seed(sampling.seed)
                         meter = CpuMeter(app.engine.pid)
                         raw_runs.append(raw_generate(llm, messages, sampling))
                         raw_cpu.append(meter.stop())
                         # The baseline's garbage (llama.cpp samplers) is not the app's: collect
-                        # it now, outside every probe window.
+                        # it now rather than during the app's next reply.
                         gc.collect()
                 last = app_runs[-1]
                 log(
@@ -813,7 +844,7 @@ async def bench_loads(
     load_times: dict[str, list[float]] = {}
     for rep in range(plan.reload_reps):
         offload, n_ctx = variants[rep % 2]
-        phase = "reload (offload panel: offload and n_ctx change)"
+        phase = RELOAD
 
         def post(target: MainScreen, offload: Any = offload, n_ctx: int = n_ctx) -> None:
             target.post_message(
@@ -830,7 +861,7 @@ async def bench_loads(
         )
     for _ in range(plan.switch_reps):
         for target in (large, demo):
-            phase = "switch model (picker path)"
+            phase = SWITCH
 
             def post_switch(screen_: MainScreen, path: Path = target) -> None:
                 screen_.post_message(LoadModelRequested(path))
@@ -1183,6 +1214,8 @@ def load_average() -> str:
 def print_summary(report: Report, quick: bool, elapsed: float, loads: tuple[str, str]) -> None:
     command = ".venv/bin/python -m benchmarks.bench_app" + (" --quick" if quick else "")
     print(f"command: {command}")
+    from benchmarks.bench_engine import machine_line
+
     print(f"machine: {machine_line()}")
     print(f"load average (1, 5, 15 min) at start: {loads[0]}; at end: {loads[1]}")
     print(f"run took {elapsed:.0f} s")
@@ -1200,11 +1233,38 @@ def print_summary(report: Report, quick: bool, elapsed: float, loads: tuple[str,
         print(f"- {note}")
 
 
+def run_app_session(plan: Plan, quick: bool, folder: Path, demo: Path, large: Path) -> Report:
+    """Parts 2 and 3 (in-process) in a fresh interpreter; its report comes back as JSON."""
+    out = folder / "app-session.json"
+    command = [sys.executable, "-m", "benchmarks.bench_app", "--app-session", str(out)]
+    command += [str(demo), str(large)] + (["--quick"] if quick else [])
+    subprocess.run(command, cwd=REPO, check=True)
+    data = json.loads(out.read_text())
+    return Report(
+        {name: [tuple(row) for row in rows] for name, rows in data["sections"].items()},
+        data["notes"],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter replies")
+    parser.add_argument(
+        "--app-session",
+        nargs=3,
+        metavar=("OUT_JSON", "DEMO", "LARGE"),
+        help=argparse.SUPPRESS,  # internal: the stall session, run in a fresh interpreter
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.app_session:
+        out, demo, large = (Path(p) for p in args.app_session)
+        session = asyncio.run(bench_app_session(plan, out.parent, demo, large))
+        out.write_text(json.dumps({"sections": session.sections, "notes": session.notes}))
+        return 0
+
+    from tui_llm.catalog.generate import write_llama_gguf
+
     began = time.perf_counter()
     loads_before = load_average()
     report = Report()
@@ -1212,7 +1272,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         for name in DIR_VARS:
             os.environ[f"TUI_LLM_{name}_DIR"] = str(folder / name.lower())
-        asyncio.run(bench_in_app(plan, folder, report))
+        demo = ensure_demo_model()
+        large = write_llama_gguf(
+            paths.default_models_dir() / LARGE_NAME, n_layer=16, n_embd=512, n_ctx=4096, seed=16
+        )
+        log("1. tokens/s through the app, its engine alone, raw llama-cpp-python")
+        asyncio.run(bench_tokens(plan, folder, demo, report))
+        log("2. event loop, in a fresh process")
+        report.merge(run_app_session(plan, args.quick, folder, demo, large))
         bench_launch(plan, folder, report)
     print_summary(report, args.quick, time.perf_counter() - began, (loads_before, load_average()))
     return 0

@@ -61,7 +61,7 @@ class MainScreen(Screen[None]):
     BINDINGS = [
         Binding("f1", "app.help", "Help", priority=True),
         Binding("escape", "stop", "Stop", show=False),
-        Binding("ctrl+r", "regenerate", "Regenerate", show=False, priority=True),
+        Binding("ctrl+r", "regenerate", "Regenerate", show=False),
         Binding("ctrl+e", "edit_last", "Edit last", show=False, priority=True),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, priority=True),
         Binding("ctrl+k", "copy_code", "Copy code", show=False, priority=True),

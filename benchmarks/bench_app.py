@@ -40,6 +40,7 @@ import termios
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,12 +204,17 @@ class Window:
 
 @dataclass
 class Stall:
-    """A wake more than ``STALL_REPORT_S`` late: what the loop was running, how late it ended."""
+    """A wake more than ``STALL_REPORT_S`` late: how late it ended, and where the loop was.
+
+    The watchdog takes a stack sample about every 2-5 ms while the wake is overdue (it needs the
+    GIL, which the loop hands over every 5 ms while running Python, and not during a garbage
+    collection), so the samples of one site are roughly its share of the stall.
+    """
 
     phase: str
-    site: str
     lateness_s: float
     on_cpu_lateness_s: float = 0.0
+    samples: Counter[str] = field(default_factory=Counter)  # site -> stack samples taken
 
 
 class LatenessProbe:
@@ -228,7 +234,7 @@ class LatenessProbe:
         self._loop_thread = threading.get_ident()
         self._watchdog_stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="stall-watchdog", daemon=True)
-        self._seen_stall_at = 0.0
+        self._previous = self._previous_cpu = 0.0
         self._gc_started = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -245,23 +251,29 @@ class LatenessProbe:
             self._gc_started = 0.0
 
     def start(self, phase: str) -> Window:
+        """Open a window; the first wake is due one period from now, however late the task."""
         assert self._task is None, "the probe is already running"
         window = Window(phase, time.perf_counter())
-        self._due = 0.0
         self.window = window
         self._loop_thread = threading.get_ident()
+        self._previous, self._previous_cpu = window.started, time.thread_time()
+        self._due = window.started + PROBE_PERIOD_S
         self._task = asyncio.create_task(self._run(window))
         if not self._watchdog.is_alive():
             self._watchdog.start()
         return window
 
     async def stop(self) -> Window:
+        """Close the window; a wake that is due but has not run yet counts as a late one."""
         assert self._task is not None and self.window is not None
         task, window = self._task, self.window
+        now = time.perf_counter()
+        if now > self._due:
+            self._record(window, self._due, now)
         self._task = None
         self.window = None
         self._due = 0.0
-        window.ended = time.perf_counter()
+        window.ended = now
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -274,58 +286,102 @@ class LatenessProbe:
         if self._watchdog.is_alive():
             self._watchdog.join()
 
+    def _record(self, window: Window, due: float, now: float) -> float:
+        """Keep one wake's lateness, and its lateness less the loop thread's time off a CPU."""
+        cpu = time.thread_time()
+        off_cpu = max(0.0, (now - self._previous) - (cpu - self._previous_cpu))
+        lateness = now - due
+        on_cpu_lateness = max(0.0, lateness - off_cpu)
+        window.lateness_s.append(lateness)
+        window.on_cpu_lateness_s.append(on_cpu_lateness)
+        stall = self.stalls.get(due)
+        if stall is not None:
+            stall.lateness_s = lateness
+            stall.on_cpu_lateness_s = on_cpu_lateness
+        self._previous, self._previous_cpu = now, cpu
+        return lateness
+
     async def _run(self, window: Window) -> None:
-        start = previous = time.perf_counter()
-        previous_cpu = time.thread_time()
-        count = 0
+        start = window.started
+        count = 1
         while True:
-            count += 1
             due = start + count * PROBE_PERIOD_S
             self._due = due
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            now, cpu = time.perf_counter(), time.thread_time()
-            off_cpu = max(0.0, (now - previous) - (cpu - previous_cpu))
-            lateness = now - due
-            on_cpu_lateness = max(0.0, lateness - off_cpu)
-            window.lateness_s.append(lateness)
-            window.on_cpu_lateness_s.append(on_cpu_lateness)
-            stall = self.stalls.get(due)
-            if stall is not None:
-                stall.lateness_s = lateness
-                stall.on_cpu_lateness_s = on_cpu_lateness
-            previous, previous_cpu = now, cpu
-            if now - due > PROBE_PERIOD_S:
-                count = int((now - start) / PROBE_PERIOD_S)
+            now = time.perf_counter()
+            lateness = self._record(window, due, now)
+            count += 1
+            if lateness > PROBE_PERIOD_S:
+                count = int((now - start) / PROBE_PERIOD_S) + 1
 
     def _watch(self) -> None:
-        """Sample the loop thread's stack while a wake is overdue (one sample per stall)."""
+        """Sample the loop thread's stack every 2 ms or so while a wake is overdue."""
         while not self._watchdog_stop.wait(0.002):
             window, due = self.window, self._due
             if window is None or not due:
                 continue
             overdue = time.perf_counter() - due
-            if overdue < STALL_REPORT_S or due == self._seen_stall_at:
+            if overdue < STALL_REPORT_S:
                 continue
-            self._seen_stall_at = due
             frame = sys._current_frames().get(self._loop_thread)
-            if frame is not None:
-                self.stalls[due] = Stall(window.phase, stall_site(frame), overdue)
+            if frame is None:
+                continue
+            stall = self.stalls.setdefault(due, Stall(window.phase, overdue))
+            stall.samples[stall_site(frame)] += 1
+
+
+_PLUMBING = frozenset(
+    {
+        "_run",
+        "_run_once",
+        "run_forever",
+        "run_until_complete",
+        "run",
+        "invoke",
+        "_invoke",
+        "on_event",
+        "_on_message",
+        "_dispatch_message",
+        "_process_messages",
+        "_process_messages_loop",
+        "_run_timer",
+        "_tick",
+        "_pre_process",
+        "_flush_next_callbacks",
+    }
+)
 
 
 def stall_site(frame: Any) -> str:
-    """The innermost project frame, and the innermost frame, of a stack: where a stall came from."""
+    """Where a stall is: the handler the loop was in, then the path into our code.
+
+    The handler is the first frame past the event loop's and Textual's plumbing. The innermost
+    frame is added when none of ours is on the stack, and when it shows that the loop was idle
+    in ``select`` or collecting garbage.
+    """
     stack = traceback.extract_stack(frame)
+    loop_frames = [i for i, f in enumerate(stack) if f.filename.endswith("asyncio/events.py")]
+    handlers = stack[loop_frames[-1] + 1 :] if loop_frames else []
+    entry = next((f for f in handlers if f.name not in _PLUMBING), None)
     ours = [f for f in stack if "/tui_llm/" in f.filename]
     inner = stack[-1]
+    special = inner.name in ("select", "_on_gc") or inner.filename.endswith("_weakrefset.py")
+    chain: list[traceback.FrameSummary] = []
+    # Our first frame in each of the first three files: the path from the handler into our code.
+    path: list[traceback.FrameSummary] = []
+    for ours_frame in ours:
+        if all(ours_frame.filename != seen.filename for seen in path):
+            path.append(ours_frame)
+    candidates = (entry, *path[:3], inner if special or not ours else None)
+    for candidate in candidates:
+        if candidate is not None and all(candidate is not seen for seen in chain):
+            chain.append(candidate)
 
     def where(entry: traceback.FrameSummary) -> str:
-        parts = Path(entry.filename).parts
-        short = "/".join(parts[-2:])
-        return f"{short}:{entry.lineno} {entry.name}"
+        short = "/".join(Path(entry.filename).parts[-2:])
+        return f"{short} {entry.name}"
 
-    if ours and ours[-1] is not inner:
-        return f"{where(ours[-1])} -> {where(inner)}"
-    return where(inner)
+    return " > ".join(where(f) for f in chain)
 
 
 # ---- CPU accounting ------------------------------------------------------------------------------
@@ -881,26 +937,36 @@ async def bench_loads(
 
 
 def summarize_stalls(probe: LatenessProbe, report: Report) -> None:
-    """Where the loop was when each wake later than ``STALL_REPORT_S`` was overdue, by phase."""
-    by_site: dict[str, dict[str, list[Stall]]] = {}
+    """Where the loop was during the wakes later than ``STALL_REPORT_S``, by phase.
+
+    Sites are ranked by stack samples (roughly, milliseconds of stall spent there).
+    """
+    phases: dict[str, list[Stall]] = {}
     for stall in probe.stalls.values():
-        by_site.setdefault(stall.phase, {}).setdefault(stall.site, []).append(stall)
-    for phase, sites in by_site.items():
-        ranked = sorted(
-            sites.items(),
-            key=lambda item: -max(s.on_cpu_lateness_s for s in item[1]),
-        )
-        for site, stalls in ranked[:6]:
+        phases.setdefault(stall.phase, []).append(stall)
+    for phase, stalls in phases.items():
+        samples: Counter[str] = Counter()
+        worst: dict[str, float] = {}
+        seen_in: Counter[str] = Counter()
+        for stall in stalls:
+            samples.update(stall.samples)
+            for site in stall.samples:
+                seen_in[site] += 1
+                worst[site] = max(worst.get(site, 0.0), stall.lateness_s)
+        total = sum(samples.values()) or 1
+        for site, count in samples.most_common(5):
             where = f"`{site}`"
             if site.endswith(" select"):
-                where += " (in select: the thread was waiting for a CPU)"
+                where += " (idle in select: the thread was waiting for a CPU)"
+            elif site.endswith(" _on_gc") or "_weakrefset.py" in site:
+                where += " (garbage collection; samples land as it ends)"
             report.add(
                 "stall sites",
                 phase,
                 where,
-                str(len(stalls)),
-                f"{max(s.lateness_s for s in stalls) * 1000:.0f}",
-                f"{max(s.on_cpu_lateness_s for s in stalls) * 1000:.0f}",
+                f"{count * 100 // total}%",
+                str(seen_in[site]),
+                f"{worst[site] * 1000:.0f}",
             )
 
 
@@ -1195,10 +1261,10 @@ HEADERS = {
     ),
     "stall sites": (
         "while",
-        "loop thread at 16 ms overdue (project frame -> innermost)",
+        "loop thread while a wake was > 16 ms overdue (handler > our frames)",
+        "share of samples",
         "stalls",
-        "worst ms",
-        "worst ms on CPU",
+        "worst stall ms",
     ),
     "paint": ("launch", "median ms", "runs", "range ms", "frame has the marker"),
 }

@@ -689,6 +689,17 @@ async def engine_direct(
     return done
 
 
+@dataclass
+class Arms:
+    """The replies of the three arms, in rep order, with the CPU each used."""
+
+    app: list[AppReply] = field(default_factory=list)
+    engine: list[DoneEvent] = field(default_factory=list)
+    engine_cpu: list[CpuUse] = field(default_factory=list)
+    raw: list[Any] = field(default_factory=list)  # bench_engine.Generation
+    raw_cpu: list[CpuUse] = field(default_factory=list)
+
+
 async def bench_generation(app: TuiLlmApp, pilot: Any, plan: Plan, report: Report) -> None:
     """Three arms in rotation: the app, its engine without the UI, and llama-cpp-python here.
 
@@ -701,12 +712,8 @@ async def bench_generation(app: TuiLlmApp, pilot: Any, plan: Plan, report: Repor
     assert screen.loaded is not None
     load_settings = screen.loaded.settings
     sampling = app.sampling
-    app_runs: list[AppReply] = []
-    engine_runs: list[DoneEvent] = []
-    raw_runs: list[Any] = []
-    engine_cpu: list[CpuUse] = []
-    raw_cpu: list[CpuUse] = []
-    arms = ("app", "engine", "raw")
+    arms = Arms()
+    order = ("app", "engine", "raw")
     with engine_model_params() as repack:
         llm = raw_load(load_settings)
         try:
@@ -719,27 +726,26 @@ async def bench_generation(app: TuiLlmApp, pilot: Any, plan: Plan, report: Repor
             gc.collect()
             for rep in range(plan.generation_reps):
                 # Rotate the order so that drift on a shared machine hits every arm alike.
-                for which in arms[rep % 3 :] + arms[: rep % 3]:
+                for which in order[rep % 3 :] + order[: rep % 3]:
                     if which == "app":
-                        reply, _ = await send_through_app(app, pilot)
-                        app_runs.append(reply)
+                        arms.app.append((await send_through_app(app, pilot))[0])
                     elif which == "engine":
                         meter = CpuMeter(app.engine.pid)
-                        engine_runs.append(await engine_direct(app.engine, messages, sampling))
-                        engine_cpu.append(meter.stop())
+                        arms.engine.append(await engine_direct(app.engine, messages, sampling))
+                        arms.engine_cpu.append(meter.stop())
                     else:
                         # Blocks the app's loop while the app is idle.
                         llm.set_seed(sampling.seed)
                         meter = CpuMeter(app.engine.pid)
-                        raw_runs.append(raw_generate(llm, messages, sampling))
-                        raw_cpu.append(meter.stop())
+                        arms.raw.append(raw_generate(llm, messages, sampling))
+                        arms.raw_cpu.append(meter.stop())
                         # The baseline's garbage (llama.cpp samplers) is not the app's: collect
                         # it now rather than during the app's next reply.
                         gc.collect()
-                last = app_runs[-1]
+                last = arms.app[-1]
                 log(
-                    f"  rep {rep + 1}: raw {raw_runs[-1].tokens_per_s:.1f} tok/s, engine alone "
-                    f"{engine_runs[-1].stats.generation_tokens_per_s:.1f}, app shows "
+                    f"  rep {rep + 1}: raw {arms.raw[-1].tokens_per_s:.1f} tok/s, engine alone "
+                    f"{arms.engine[-1].stats.generation_tokens_per_s:.1f}, app shows "
                     f"{last.shown_tokens_per_s:.1f} (UI side {last.ui_tokens_per_s:.1f}, "
                     f"{last.batches} batches; cores: UI {last.cpu.this_process:.2f}, engine "
                     f"{last.cpu.engine:.2f}, other processes {last.cpu.others:.2f})"
@@ -748,6 +754,14 @@ async def bench_generation(app: TuiLlmApp, pilot: Any, plan: Plan, report: Repor
             llm.close()
             del llm
             gc.collect()
+    report_generation(arms, plan, report, describe_load(load_settings), repack)
+
+
+def report_generation(
+    arms: Arms, plan: Plan, report: Report, load_description: str, repack: bool
+) -> None:
+    app_runs, engine_runs, raw_runs = arms.app, arms.engine, arms.raw
+    engine_cpu, raw_cpu = arms.engine_cpu, arms.raw_cpu
     raw_rate = median([r.tokens_per_s for r in raw_runs])
     alone_rate = median([e.stats.generation_tokens_per_s for e in engine_runs])
     shown_rate = median([r.shown_tokens_per_s for r in app_runs])
@@ -782,13 +796,15 @@ async def bench_generation(app: TuiLlmApp, pilot: Any, plan: Plan, report: Repor
     ]
     if quiet:
         quiet_pair = [pair[i] for i in quiet]
+        quiet_raw = median([raw_runs[i].tokens_per_s for i in quiet])
+        quiet_app = median([app_runs[i].shown_tokens_per_s for i in quiet])
         report.add(
             "generation",
             f"app / raw, only reps where other processes used < {QUIET_OTHERS} cores "
             f"({len(quiet)} of {len(pair)})",
-            f"{median([raw_runs[i].tokens_per_s for i in quiet]):.1f}",
-            f"{median([app_runs[i].shown_tokens_per_s for i in quiet]):.1f}",
-            f"{median(quiet_pair):.3f}",
+            f"{quiet_raw:.1f}",
+            f"{quiet_app:.1f}",
+            f"{quiet_app / quiet_raw:.3f}",
             f"{min(quiet_pair):.3f}-{max(quiet_pair):.3f}",
         )
     else:
@@ -845,9 +861,9 @@ async def bench_generation(app: TuiLlmApp, pilot: Any, plan: Plan, report: Repor
         "-",
     )
     report.notes.append(
-        f"generation: load settings as the app loaded them ({describe_load(load_settings)}), "
+        f"generation: load settings as the app loaded them ({load_description}), "
         f"use_extra_bufts={repack} for raw and app alike; sampling temperature 0, seed 1, "
-        f"max_tokens {sampling.max_tokens}; tokens per reply {'/'.join(map(str, counts))}, "
+        f"max_tokens {plan.max_tokens}; tokens per reply {'/'.join(map(str, counts))}, "
         f"{'identical texts' if same_text else 'TEXTS DIFFER between raw and app'}; engine's own "
         f"rate inside the app {engine_rate:.1f} tok/s; {plan.generation_reps} interleaved reps"
     )
@@ -957,7 +973,7 @@ def summarize_stalls(probe: LatenessProbe, report: Report) -> None:
         for site, count in samples.most_common(5):
             where = f"`{site}`"
             if site.endswith(" select"):
-                where += " (idle in select: the thread was waiting for a CPU)"
+                where += " (between callbacks: the stall was off-CPU time or a collection)"
             elif site.endswith(" _on_gc") or "_weakrefset.py" in site:
                 where += " (garbage collection; samples land as it ends)"
             report.add(

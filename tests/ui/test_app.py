@@ -358,3 +358,15 @@ async def test_hub_tab_offline_keeps_local_models_working(model_8l: Path) -> Non
         screen.query_one(ChatView).focus()
         await pilot.press("f8")
         await wait_until(pilot, lambda: screen.loaded is not None)
+
+
+async def test_message_sent_while_loading_is_answered_when_ready(model_8l: Path) -> None:
+    app = build(model_8l)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await submit(pilot, app, "are you there yet?")
+        notes = [str(n.message) for n in app._notifications]
+        assert screen.conversation.turns, (notes, app.focused, screen.loaded)
+        assert screen.conversation.turns[0].content == "are you there yet?"
+        await wait_until(pilot, lambda: screen.conversation.last_role == "assistant")
+        assert roles(app) == ["user", "assistant"]

@@ -104,6 +104,8 @@ class MainScreen(Screen[None]):
         self.model_path: Path | None = None
         self._previous_settings: LoadSettings | None = None
         self._reply_task: asyncio.Task[None] | None = None
+        self._send_when_loaded = False
+        self._focus_chosen = False
         self._n_past = 0
 
     @property
@@ -133,8 +135,10 @@ class MainScreen(Screen[None]):
     async def on_mount(self) -> None:
         prompt = self.query_one(PromptInput)
         prompt.focus()
-        # The first layout can hide and re-show widgets, which moves focus: put it back.
-        self.set_timer(0.3, self._focus_prompt_if_lost)
+        # The first layouts hide and re-show widgets (tabs, breakpoints), which moves focus to
+        # whatever is next: put it back on the message box while the app settles.
+        for delay in (0.1, 0.3, 0.8):
+            self.set_timer(delay, self._focus_prompt_if_lost)
         self.conversation.system_prompt = self.tui.settings.system_prompt
         panel = self.query_one(OffloadPanel)
         self.tui.configure_offload_panel(panel)
@@ -149,7 +153,9 @@ class MainScreen(Screen[None]):
             self.start_engine()
 
     def _focus_prompt_if_lost(self) -> None:
-        if self.focused is None or isinstance(self.focused, ChatView):
+        if self._focus_chosen or not self.is_current:
+            return
+        if not isinstance(self.focused, PromptInput):
             self.query_one(PromptInput).focus()
 
     # ---- engine lifecycle ---------------------------------------------------------------------
@@ -263,6 +269,9 @@ class MainScreen(Screen[None]):
             self.chat_view.set_empty_text(f"{path.name} is loaded. Say something.")
         self.sub_title = path.name
         self.update_status()
+        if self._send_when_loaded and self.conversation.last_role == "user":
+            self._send_when_loaded = False
+            self.start_reply()
 
     @work(group="engine-restart", exclusive=True)
     async def action_restart_engine(self) -> None:
@@ -298,7 +307,7 @@ class MainScreen(Screen[None]):
 
     @on(PromptSubmitted)
     async def send_prompt(self, event: PromptSubmitted) -> None:
-        if self.loaded is None:
+        if self.loaded is None and not self.loading and not self._engine_starting():
             self.notify("Load a model first (Ctrl+B or Ctrl+L).", severity="warning")
             return
         if self.generating:
@@ -308,7 +317,19 @@ class MainScreen(Screen[None]):
         prompt.clear()
         self.conversation.add_user(event.text)
         await self.chat_view.add_message("user", event.text)
+        if self.loaded is None:
+            # Sent while the model loads: the reply starts as soon as it is ready.
+            self._send_when_loaded = True
+            self.notify("The model is still loading; your message is sent when it is ready.")
+            return
         self.start_reply()
+
+    def _engine_starting(self) -> bool:
+        return (
+            self.initial_model is not None
+            and self.tui.engine.crash is None
+            and (self.loaded is None and self.model_path is None)
+        )
 
     def start_reply(self) -> None:
         self.generating = True
@@ -448,6 +469,7 @@ class MainScreen(Screen[None]):
     # ---- panels and models ----------------------------------------------------------------------
 
     def action_toggle_browser(self) -> None:
+        self._focus_chosen = True
         browser = self.query_one(ModelBrowser)
         if self.has_class("-narrow"):
             self.toggle_class("-show-browser")
@@ -465,6 +487,7 @@ class MainScreen(Screen[None]):
             browser.focus_filter()
 
     def action_focus_offload(self) -> None:
+        self._focus_chosen = True
         panel = self.query_one(OffloadPanel)
         if panel.has_focus:
             self.query_one(PromptInput).focus()

@@ -370,3 +370,98 @@ async def test_message_sent_while_loading_is_answered_when_ready(model_8l: Path)
         assert screen.conversation.turns[0].content == "are you there yet?"
         await wait_until(pilot, lambda: screen.conversation.last_role == "assistant")
         assert roles(app) == ["user", "assistant"]
+
+
+async def test_copy_last_code_block(model_8l: Path) -> None:
+    app = build()
+    app.autostart_engine = False
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.main_screen
+        screen.conversation.add_user("show code")
+        screen.conversation.add_reply("Here:\n```python\nprint('a')\n```\nand\n```sh\nls -l\n```\n")
+        await pilot.press("ctrl+k")
+        assert app.clipboard == "ls -l"
+        await pilot.press("ctrl+y")
+        assert app.clipboard.startswith("Here:")
+
+
+async def test_context_meter_warns_near_the_limit(model_8l: Path) -> None:
+    app = build(model_8l, n_ctx=256)
+    app.sampling = SamplingParams(temperature=0.0, max_tokens=10000)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        await send(pilot, app, "fill the context")
+        status = screen.query_one("#status")
+        assert status.has_class("-warn")
+        assert "ctx 256/256" in str(status.render()) or "(9" in str(status.render())
+        assert any("context is full" in str(n.message) for n in app._notifications)
+        stats = str(screen.query_one(ChatView).messages()[-1].query_one(".stats").render())
+        assert "context full" in stats
+
+
+async def test_sampling_panel_changes_settings() -> None:
+    from textual.widgets import Input, TextArea
+
+    app = build()
+    app.autostart_engine = False
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        modal = app.screen
+        modal.query_one("#field-temperature", Input).value = "0.3"
+        modal.query_one("#field-max_tokens", Input).value = "77"
+        modal.query_one("#system-prompt", TextArea).text = "Be brief."
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.sampling.temperature == 0.3 and app.sampling.max_tokens == 77
+        assert app.main_screen.conversation.system_prompt == "Be brief."
+        assert app.settings.system_prompt == "Be brief."
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        app.screen.query_one("#field-top_k", Input).value = "lots"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "not a number" in str(app.screen.query_one(".error").render())
+        await pilot.press("escape")
+
+
+async def test_help_screen_opens_and_closes() -> None:
+    from tui_llm.screens.help import HelpScreen
+
+    app = build()
+    app.autostart_engine = False
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_model_picker_loads_the_choice(tiny_model: Path, model_8l: Path) -> None:
+    app = build(scanner=local([tiny_model, model_8l]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.engine.ready is not None and len(app.found_models) == 2)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        await pilot.press(*"rand-8l")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.main_screen.model_path == model_8l.resolve())
+
+
+async def test_broken_settings_file_warns_and_uses_defaults(user_dirs: Path) -> None:
+    settings_file = user_dirs / "config" / "settings.toml"
+    settings_file.parent.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text("theme = [unclosed\n")
+    settings, warning = config.load_settings()
+    assert warning and "\n" not in warning
+    app = make_app(settings, EngineClient(), settings_warning=warning, save_settings=False)
+    app.autostart_engine = False
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        assert any("settings" in str(n.message).lower() for n in app._notifications)
+        assert app.theme == "tui-llm-dark"
+    assert settings_file.read_text() == "theme = [unclosed\n"

@@ -465,3 +465,18 @@ async def test_broken_settings_file_warns_and_uses_defaults(user_dirs: Path) -> 
         assert any("settings" in str(n.message).lower() for n in app._notifications)
         assert app.theme == "tui-llm-dark"
     assert settings_file.read_text() == "theme = [unclosed\n"
+
+
+async def test_offload_panel_shows_the_estimate_of_the_pending_value(model_8l: Path) -> None:
+    app = build(model_8l)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        panel = screen.query_one(OffloadPanel)
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        line = panel.query_one(".estimate")
+        await wait_until(pilot, lambda: "est. VRAM" in str(line.render()))
+        before = str(line.render())
+        await pilot.press("ctrl+o", "c")
+        await wait_until(pilot, lambda: str(line.render()) != before)
+        assert "est. VRAM" in str(line.render())
+        assert panel.n_ctx == 1024

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import ProgressBar, Static
+from textual.worker import Worker, WorkerState
 
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.protocol import KV_CACHE_TYPES
@@ -79,6 +80,7 @@ class OffloadPanel(Vertical, can_focus=True):
         self.estimator: Estimator | None = None
         self.auto_level: Callable[[], tuple[int, str] | None] | None = None
         self._loaded = (0, 4096, False, "f16")
+        self._estimate_args: tuple[int, int, bool, str] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", markup=False, classes="split")
@@ -111,6 +113,7 @@ class OffloadPanel(Vertical, can_focus=True):
         self.flash_attn = flash_attn
         self.kv_cache_type = kv_cache_type
         self._loaded = (offloaded, n_ctx, flash_attn, kv_cache_type)
+        self._estimate_args = None
         self.refresh_text()
 
     def set_model_shape(self, total: int, pending: int) -> None:
@@ -163,18 +166,11 @@ class OffloadPanel(Vertical, can_focus=True):
             bar = _bar(self.pending_layers, total, 20)
             marker = "  (press Enter to apply)" if self.dirty else ""
             pending.update(f"{bar} {self.pending_layers} / {total}{marker}")
-        est = None
         if self.estimator is not None and total:
-            est = self.estimator(
-                self.pending_layers, self.n_ctx, self.flash_attn, self.kv_cache_type
-            )
-        if est is not None:
-            fits = "" if est.fits is None else (" · fits" if est.fits else " · may not fit")
-            estimate.update(
-                f"est. VRAM {human_bytes(est.gpu_bytes)} · RAM {human_bytes(est.cpu_bytes)}{fits}"
-            )
+            self._request_estimate()
         else:
             estimate.update("")
+            estimate.display = False
         self.query_one(".settings", Static).update(
             f"ctx {self.n_ctx} · flash attn {'on' if self.flash_attn else 'off'} · "
             f"KV {self.kv_cache_type}"
@@ -182,8 +178,45 @@ class OffloadPanel(Vertical, can_focus=True):
         self.query_one(".warning", Static).update(self.warning)
         self.query_one(".status", Static).update(self.status)
         for line in self.query(Static):
-            if not line.has_class("hint"):
+            if not line.has_class("hint") and not line.has_class("estimate"):
                 line.display = bool(str(line.render()).strip())
+
+    def _request_estimate(self) -> None:
+        """Estimate the pending settings in a thread (a new setting costs up to ~0.15 s)."""
+        args = (self.pending_layers, self.n_ctx, self.flash_attn, self.kv_cache_type)
+        estimator = self.estimator
+        if estimator is None or args == self._estimate_args:
+            return
+        self._estimate_args = args
+
+        def run() -> tuple[tuple[int, int, bool, str], LevelEstimate | None]:
+            return args, estimator(*args)
+
+        self.run_worker(run, thread=True, exclusive=True, group="estimate")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "estimate" or event.state != WorkerState.SUCCESS:
+            return
+        result: tuple[tuple[int, int, bool, str], LevelEstimate | None] | None = event.worker.result
+        if result is None:
+            return
+        args, est = result
+        if args != (self.pending_layers, self.n_ctx, self.flash_attn, self.kv_cache_type):
+            return
+        line = self.query_one(".estimate", Static)
+        if est is None:
+            line.update("")
+        else:
+            fits = "" if est.fits is None else (" · fits" if est.fits else " · may not fit")
+            line.update(
+                f"est. VRAM {human_bytes(est.gpu_bytes)} · RAM {human_bytes(est.cpu_bytes)}{fits}"
+            )
+        line.display = est is not None
+
+    def invalidate_estimate(self) -> None:
+        """Forget the shown estimate (a new model or new free memory)."""
+        self._estimate_args = None
+        self.refresh_text()
 
     # ---- actions ------------------------------------------------------------------------------
 

@@ -1071,6 +1071,7 @@ class Tmux:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.socket = f"tui-llm-bench-{os.getpid()}"
+        self.socket_path = ""
         self.env = env
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -1085,10 +1086,13 @@ class Tmux:
     def __enter__(self) -> Tmux:
         # The server starts with an idle session, so launches below do not pay for its start.
         self("new-session", "-d", "-s", "keep", "-x", str(SIZE[0]), "-y", str(SIZE[1]))
+        self.socket_path = self("display-message", "-p", "#{socket_path}").stdout.strip()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self("kill-server", check=False)
+        if self.socket_path:  # tmux leaves the socket file behind
+            Path(self.socket_path).unlink(missing_ok=True)
 
 
 def launch_in_tmux(tmux: Tmux, run: int, timeout_s: float = 30.0) -> Launch:

@@ -80,6 +80,7 @@ class TuiLlmApp(App[None]):
         settings_warning: str | None = None,
         save_settings: bool = True,
         sample_interval_s: float = 1.0,
+        store: Any = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -91,6 +92,7 @@ class TuiLlmApp(App[None]):
         self.settings_warning = settings_warning
         self.save_enabled = save_settings
         self.sample_interval_s = sample_interval_s
+        self.store = store
         self.sampling = settings.sampling
         self.load_overrides: dict[str, Any] = {}
         self.autostart_engine = True
@@ -122,6 +124,8 @@ class TuiLlmApp(App[None]):
     async def on_unmount(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
+        if self.store is not None:
+            self.store.close()
         await self.engine.close()
 
     @property
@@ -385,6 +389,7 @@ class TuiLlmApp(App[None]):
             "Previous model", "Load the previous model (F7)", partial(main.action_cycle_model, -1)
         )
         yield SystemCommand("New chat", "Clear the conversation (Ctrl+N)", main.action_new_chat)
+        yield SystemCommand("Conversations", "Open a saved conversation (F3)", main.action_history)
         yield SystemCommand(
             "Regenerate", "Regenerate the last reply (Ctrl+R)", main.action_regenerate
         )
@@ -431,6 +436,7 @@ def run_app(model: Path | None, args: argparse.Namespace) -> int:
     """Open the app (``tui-llm [MODEL]``) with the user's settings and real parts."""
     from tui_llm.catalog.discovery import iter_local_models
     from tui_llm.gpu import MonitorThread, create_monitor
+    from tui_llm.store import ConversationStore
 
     settings, warning = config_mod.load_settings()
     dirs = config_mod.model_dirs(settings)
@@ -445,6 +451,7 @@ def run_app(model: Path | None, args: argparse.Namespace) -> int:
         initial_offload=args.offload,
         settings_warning=warning,
         sample_interval_s=interval,
+        store=ConversationStore(),
     )
     app.load_overrides = load_overrides_from_args(args)
     app.run()

@@ -480,3 +480,59 @@ async def test_offload_panel_shows_the_estimate_of_the_pending_value(model_8l: P
         await wait_until(pilot, lambda: str(line.render()) != before)
         assert "est. VRAM" in str(line.render())
         assert panel.n_ctx == 1024
+
+
+async def test_conversations_are_saved_and_reopened(model_8l: Path, tmp_path: Path) -> None:
+    from tui_llm.screens.history import HistoryScreen
+    from tui_llm.store import ConversationStore
+
+    store = ConversationStore(tmp_path / "conversations.sqlite3")
+    app = build(model_8l)
+    app.store = store
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        await send(pilot, app, "first question")
+        await send(pilot, app, "second question")
+        await pilot.press("ctrl+r")
+        await wait_until(
+            pilot, lambda: screen.conversation.last_role == "assistant" and not screen.generating
+        )
+        saved = store.load(store.list_conversations()[0].id)
+        assert [m.role for m in saved.messages] == ["user", "assistant", "user", "assistant"]
+        assert [m.content for m in saved.messages] == [t.content for t in screen.conversation.turns]
+        assert saved.title == "first question"
+        assert saved.messages[-1].reply_stats() is not None
+
+        await pilot.press("ctrl+n")
+        assert roles(app) == []
+        await send(pilot, app, "another chat")
+        assert len(store.list_conversations()) == 2
+
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, HistoryScreen)
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: len(roles(app)) == 4)
+        assert screen.conversation.turns[0].content == "first question"
+        await send(pilot, app, "third question")
+        assert len(store.load(saved.id).messages) == 6
+
+
+async def test_interrupted_reply_is_saved_as_partial(model_8l: Path, tmp_path: Path) -> None:
+    from tui_llm.store import ConversationStore
+
+    store = ConversationStore(tmp_path / "conversations.sqlite3")
+    app = build(model_8l, n_ctx=4096)
+    app.store = store
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        app.sampling = SamplingParams(temperature=0.0, max_tokens=100000)
+        await submit(pilot, app, "long")
+        await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
+        app.engine.kill()
+        await wait_until(pilot, lambda: not screen.generating)
+        saved = store.load(store.list_conversations()[0].id)
+        assert saved.messages[-1].partial
+        assert saved.messages[-1].content == screen.conversation.last_reply()

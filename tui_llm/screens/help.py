@@ -24,7 +24,8 @@ Every key below passes through tmux and SSH. Everything is also in the command p
 | Ctrl+E | edit and resend your last message |
 | Ctrl+Y | copy the last reply (OSC 52: works over SSH and in tmux) |
 | Ctrl+K | copy the last code block of the last reply |
-| Ctrl+N | new conversation |
+| Ctrl+N | new conversation (every conversation is saved as you go) |
+| F3 | saved conversations: Enter opens, Delete removes |
 | Ctrl+T | sampling settings and system prompt |
 
 ## Models

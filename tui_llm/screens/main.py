@@ -25,6 +25,7 @@ from tui_llm.messages import (
     ModelsScanned,
     PromptSubmitted,
 )
+from tui_llm.store.recorder import ConversationRecorder
 from tui_llm.widgets.browser import ModelBrowser
 from tui_llm.widgets.chat import ChatView, code_blocks, format_stats
 from tui_llm.widgets.gauge import GpuGauge
@@ -71,6 +72,7 @@ class MainScreen(Screen[None]):
         Binding("ctrl+o", "focus_offload", "Offload", priority=True),
         Binding("ctrl+l", "pick_model", "Pick model", show=False, priority=True),
         Binding("f2", "recent", "Recent", show=False, priority=True),
+        Binding("f3", "history", "History", show=False, priority=True),
         Binding("f7", "cycle_model(-1)", "Prev model", show=False, priority=True),
         Binding("f8", "cycle_model(1)", "Next model", show=False, priority=True),
         Binding("f5", "restart_engine", "Restart engine", show=False, priority=True),
@@ -106,6 +108,7 @@ class MainScreen(Screen[None]):
         self._reply_task: asyncio.Task[None] | None = None
         self._send_when_loaded = False
         self._focus_chosen = False
+        self.recorder = ConversationRecorder(None)
         self._n_past = 0
 
     @property
@@ -133,6 +136,9 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        self.recorder = ConversationRecorder(
+            self.tui.store, on_error=lambda text: self.notify(text, severity="warning", timeout=10)
+        )
         prompt = self.query_one(PromptInput)
         prompt.focus()
         # The first layouts hide and re-show widgets (tabs, breakpoints), which moves focus to
@@ -316,6 +322,8 @@ class MainScreen(Screen[None]):
         prompt = self.query_one(PromptInput)
         prompt.clear()
         self.conversation.add_user(event.text)
+        model = self.loaded.settings.model_path if self.loaded else None
+        self.recorder.user(event.text, model, self.conversation.system_prompt)
         await self.chat_view.add_message("user", event.text)
         if self.loaded is None:
             # Sent while the model loads: the reply starts as soon as it is ready.
@@ -340,18 +348,21 @@ class MainScreen(Screen[None]):
         view = await self.chat_view.add_message("assistant")
         text = ""
         done: DoneEvent | None = None
+        self.recorder.reply_started()
         try:
             async for event in self.tui.engine.generate(
                 self.conversation.for_model(), self.tui.sampling
             ):
                 if isinstance(event, TokensEvent):
                     text += event.text
+                    self.recorder.reply_progress(text)
                     await view.append(event.text)
                     self.chat_view.scroll_end(animate=False)
                 else:
                     done = event
         except EngineError as exc:
             await view.finish(text)
+            self._record_interrupted(text)
             if text:
                 self.conversation.add_reply(text)
             view.set_stats(f"interrupted: {exc}")
@@ -360,6 +371,7 @@ class MainScreen(Screen[None]):
                 self.notify(str(exc), severity="error", timeout=10)
         except asyncio.CancelledError:
             await view.finish(text)
+            self._record_interrupted(text)
             if text:
                 self.conversation.add_reply(text)
             view.set_stats("stopped")
@@ -371,6 +383,9 @@ class MainScreen(Screen[None]):
         if done is not None:
             await view.finish(done.text)
             self.conversation.add_reply(done.text)
+            self.recorder.reply_finished(
+                done.text, done.stats, partial=done.finish_reason == "cancelled"
+            )
             view.set_stats(format_stats(done.stats, done.finish_reason))
             self._n_past = done.n_past
             self.update_status()
@@ -382,6 +397,14 @@ class MainScreen(Screen[None]):
                     timeout=10,
                 )
         self.chat_view.scroll_end(animate=False)
+
+    def _record_interrupted(self, text: str) -> None:
+        """Keep an interrupted reply's text; one with no text at all is not kept."""
+        if text:
+            self.recorder.reply_finished(text, None, partial=True)
+        else:
+            self.recorder.reply_finished("", None, partial=True)
+            self.recorder.truncate(len(self.conversation.turns))
 
     async def stop_reply(self) -> None:
         """Stop a streaming reply and wait until the engine has stopped."""
@@ -409,6 +432,7 @@ class MainScreen(Screen[None]):
         if not self.conversation.drop_last_reply():
             self.notify("No reply to regenerate.")
             return
+        self.recorder.truncate(len(self.conversation.turns))
         await self._remove_last_views(("assistant",))
         self.start_reply()
 
@@ -419,6 +443,7 @@ class MainScreen(Screen[None]):
         if text is None:
             self.notify("No message to edit.")
             return
+        self.recorder.truncate(len(self.conversation.turns))
         views = self.chat_view.messages()
         while views:
             view = views.pop()
@@ -449,9 +474,55 @@ class MainScreen(Screen[None]):
     async def action_new_chat(self) -> None:
         await self.stop_reply()
         self.conversation.clear()
+        self.recorder.new()
         self._n_past = 0
         await self.chat_view.clear_messages()
         self.update_status()
+
+    def action_history(self) -> None:
+        """Saved conversations (F3): pick one to carry on with the loaded model."""
+        from tui_llm.screens.history import HistoryScreen
+
+        store = self.recorder.store
+        if store is None:
+            self.notify("Conversations are not being saved (see the earlier warning).")
+            return
+
+        def opened(conversation_id: int | None) -> None:
+            if conversation_id is not None:
+                self.run_worker(
+                    self.open_conversation(conversation_id), group="history", exclusive=True
+                )
+
+        self.app.push_screen(HistoryScreen(store), opened)
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        from tui_llm.store import StoreError
+
+        store = self.recorder.store
+        if store is None:
+            return
+        await self.stop_reply()
+        try:
+            stored = store.load(conversation_id)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.conversation = stored.to_conversation()
+        self.recorder.resume(stored)
+        await self.chat_view.clear_messages()
+        for message in stored.messages:
+            if message.role == "system":
+                continue
+            view = await self.chat_view.add_message(message.role, message.content)
+            stats = message.reply_stats()
+            if stats is not None:
+                view.set_stats(format_stats(stats, "stopped" if message.partial else "stop"))
+            elif message.partial:
+                view.set_stats("interrupted")
+        self._n_past = 0
+        self.update_status()
+        self.notify(f"Opened “{stored.title}”.")
 
     def action_sampling(self) -> None:
         from tui_llm.screens.sampling import SamplingScreen

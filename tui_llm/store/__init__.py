@@ -1,1 +1,33 @@
-"""store."""
+"""Conversations saved in SQLite (WAL, ``PRAGMA user_version`` migrations, one writer)."""
+
+from __future__ import annotations
+
+from tui_llm.store.conversations import (
+    DATABASE_NAME,
+    TITLE_MAX_CHARS,
+    UNTITLED,
+    ConversationStore,
+    ConversationSummary,
+    Role,
+    StoredConversation,
+    StoredMessage,
+    StoreError,
+    StoreErrorKind,
+    auto_title,
+    default_path,
+)
+
+__all__ = [
+    "DATABASE_NAME",
+    "TITLE_MAX_CHARS",
+    "UNTITLED",
+    "ConversationStore",
+    "ConversationSummary",
+    "Role",
+    "StoreError",
+    "StoreErrorKind",
+    "StoredConversation",
+    "StoredMessage",
+    "auto_title",
+    "default_path",
+]

@@ -1,0 +1,614 @@
+"""Conversations saved in SQLite as they happen, so nothing the user wrote is lost in a crash.
+
+One file (``data_dir()/conversations.sqlite3`` by default) in WAL mode with ``synchronous=NORMAL``:
+a committed call survives the app or the engine dying (a power cut may lose the last moments).
+The schema is versioned by ``PRAGMA user_version`` (see ``migrations``).
+
+Threading: the store holds one connection, the only writer. Every method is one short transaction
+(milliseconds), so the caller may call it directly or from a worker thread; calls are serialised by
+a lock, so worker threads taking turns are safe, but use one store per database file. Other
+connections (a second tui-llm) may read at any time and wait up to ``busy_timeout_s`` to write.
+
+Every failure is a ``StoreError`` whose message is one line naming the file. A damaged or
+too-new database is never changed: the store stays unusable (the app goes on without saving)
+until ``recover()`` is called, which moves a damaged file aside and starts a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+from tui_llm import paths
+from tui_llm.conversation import Conversation
+from tui_llm.engine.protocol import ChatMessage, ReplyStats
+from tui_llm.store import migrations
+
+Role = Literal["system", "user", "assistant"]
+StoreErrorKind = Literal["corrupt", "too_new", "busy", "missing", "io"]
+
+DATABASE_NAME = "conversations.sqlite3"
+TITLE_MAX_CHARS = 60
+UNTITLED = "New conversation"
+_ROLES: frozenset[str] = frozenset(get_args(Role))
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_TITLE_SOURCE_CHARS = 4000  # enough of the first user message to find its first line
+
+
+class StoreError(Exception):
+    """The conversation store failed; ``str()`` is one line for the user, ``kind`` says why.
+
+    Kinds: ``corrupt`` (damaged file; ``recover()`` helps), ``too_new`` (written by a newer
+    tui-llm), ``busy`` (another process held the lock too long), ``missing`` (no such
+    conversation or message), ``io`` (anything else: permissions, disk full).
+    """
+
+    def __init__(self, message: str, kind: StoreErrorKind = "io") -> None:
+        super().__init__(" ".join(message.splitlines()))
+        self.kind: StoreErrorKind = kind
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """One row of the conversation list."""
+
+    id: int
+    title: str
+    created: float
+    updated: float
+    message_count: int
+    model_path: str | None
+
+    @property
+    def model_name(self) -> str | None:
+        """The model's file name, without its folder."""
+        return _model_name(self.model_path)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One saved message; ``partial`` marks a reply that was stopped or interrupted."""
+
+    id: int
+    position: int
+    role: Role
+    content: str
+    partial: bool
+    stats: dict[str, Any] | None
+    created: float
+
+    def reply_stats(self) -> ReplyStats | None:
+        """The stats as ``ReplyStats`` when they hold every field it needs."""
+        if self.stats is None:
+            return None
+        names = [f.name for f in dataclasses.fields(ReplyStats)]
+        try:
+            return ReplyStats(**{name: self.stats[name] for name in names})
+        except (KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    """A saved conversation with its messages in order."""
+
+    id: int
+    title: str
+    model_path: str | None
+    system_prompt: str
+    created: float
+    updated: float
+    messages: list[StoredMessage]
+
+    @property
+    def model_name(self) -> str | None:
+        return _model_name(self.model_path)
+
+    def to_conversation(self) -> Conversation:
+        """The in-memory conversation to continue this one."""
+        turns = [ChatMessage(message.role, message.content) for message in self.messages]
+        return Conversation(system_prompt=self.system_prompt, turns=turns)
+
+
+def default_path() -> Path:
+    """Where conversations are saved by default."""
+    return paths.data_dir() / DATABASE_NAME
+
+
+def auto_title(first_user_message: str | None) -> str | None:
+    """The first non-blank line of the first user message, cut to ``TITLE_MAX_CHARS``."""
+    for line in (first_user_message or "").splitlines():
+        line = line.strip()
+        if line:
+            if len(line) <= TITLE_MAX_CHARS:
+                return line
+            return line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return None
+
+
+def _model_name(model_path: str | None) -> str | None:
+    return Path(model_path).name if model_path else None
+
+
+def _storable(text: str) -> str:
+    """``text`` as valid UTF-8: lone surrogates (never typed, but possible) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.sub("\ufffd", text)
+    return text
+
+
+def _stats_json(stats: Mapping[str, Any] | ReplyStats | None) -> str | None:
+    if stats is None:
+        return None
+    if isinstance(stats, ReplyStats):
+        stats = dataclasses.asdict(stats)
+    return json.dumps(dict(stats), separators=(",", ":"))
+
+
+def _stats_from_json(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _check_role(role: str) -> None:
+    if role not in _ROLES:
+        raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc)
+    return (
+        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+        or "malformed" in text
+        or "not a database" in text
+    )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
+
+
+_SUMMARY_SELECT = """
+SELECT c.id, c.title, c.created, c.updated, c.model_path,
+    (SELECT COUNT(*) FROM messages AS m WHERE m.conversation_id = c.id),
+    (SELECT substr(m.content, 1, ?) FROM messages AS m
+        WHERE m.conversation_id = c.id AND m.role = 'user' ORDER BY m.position LIMIT 1)
+FROM conversations AS c
+"""
+_SUMMARY_ORDER = "ORDER BY c.updated DESC, c.id DESC LIMIT ?"
+
+
+class ConversationStore:
+    """Saved conversations in one SQLite file; opened by ``open()``, ``with``, or the first call.
+
+    See the module docstring for threading and failure rules. ``clock`` gives the timestamps
+    (seconds since the epoch), ``busy_timeout_s`` how long a write waits for another writer.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        busy_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._failure: StoreError | None = None
+        self._lock = threading.RLock()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The database file (the default one is resolved here, not at construction)."""
+        return self._path if self._path is not None else default_path()
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    def open(self) -> None:
+        """Open (creating file and folder if needed) and migrate; raises ``StoreError``."""
+        with self._lock:
+            self._connection()
+
+    def close(self) -> None:
+        """Close the connection; a later call opens it again (and retries a failed open)."""
+        with self._lock:
+            self._failure = None
+            self._close_connection()
+
+    def __enter__(self) -> ConversationStore:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def recover(self) -> Path | None:
+        """Move a damaged database aside and start a new one; returns where the old one went.
+
+        The file (and its ``-wal``/``-shm`` companions) becomes
+        ``conversations.sqlite3.corrupt-<timestamp>``. A database that opens fine is left alone
+        (returns ``None``); a too-new one is not damaged, so its ``StoreError`` is raised again.
+        """
+        with self._lock:
+            self.close()
+            try:
+                self._connection()
+            except StoreError as exc:
+                if exc.kind != "corrupt":
+                    raise
+            else:
+                return None
+            self.close()
+            moved = self._move_aside()
+            self._connection()
+            return moved
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def new_conversation(
+        self, model_path: str | None = None, system_prompt: str = "", *, title: str | None = None
+    ) -> int:
+        """Start a conversation; returns its id."""
+        now = self._clock()
+        with self._transaction("saving a new conversation", write=True) as db:
+            cursor = db.execute(
+                "INSERT INTO conversations (title, created, updated, model_path, system_prompt)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    self._clean_title(title),
+                    now,
+                    now,
+                    _storable(model_path) if model_path is not None else None,
+                    _storable(system_prompt),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: Role,
+        content: str,
+        *,
+        partial: bool = False,
+        stats: Mapping[str, Any] | ReplyStats | None = None,
+    ) -> int:
+        """Append a message at the end of a conversation; returns the message id."""
+        _check_role(role)
+        stats_json = _stats_json(stats)
+        stored = _storable(content)
+        now = self._clock()
+        with self._transaction("saving a message", write=True) as db:
+            self._touch(db, conversation_id, now)
+            (position,) = db.execute(
+                "SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+            cursor = db.execute(
+                "INSERT INTO messages"
+                " (conversation_id, position, role, content, created, partial, stats_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, position, role, stored, now, int(partial), stats_json),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def update_message(
+        self,
+        message_id: int,
+        content: str,
+        *,
+        partial: bool,
+        stats: Mapping[str, Any] | ReplyStats | None = None,
+    ) -> None:
+        """Replace a message's content, partial flag and stats (``None`` clears them).
+
+        A streaming reply is added with ``partial=True`` as soon as it starts, updated while it
+        streams, and updated with ``partial=False`` and its stats when it finishes.
+        """
+        stats_json = _stats_json(stats)
+        with self._transaction("saving a reply", write=True) as db:
+            row = db.execute(
+                "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"message {message_id} is no longer in {self.path}", "missing")
+            db.execute(
+                "UPDATE messages SET content = ?, partial = ?, stats_json = ? WHERE id = ?",
+                (_storable(content), int(partial), stats_json, message_id),
+            )
+            self._touch(db, int(row[0]), self._clock())
+
+    def delete_messages_from(self, conversation_id: int, position: int) -> int:
+        """Delete the messages at ``position`` and after (regenerate, edit); returns how many."""
+        with self._transaction("deleting messages", write=True) as db:
+            cursor = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
+                (conversation_id, position),
+            )
+            if cursor.rowcount:
+                self._touch(db, conversation_id, self._clock())
+            return cursor.rowcount
+
+    def set_title(self, conversation_id: int, title: str | None) -> None:
+        """Name a conversation; ``None`` or a blank title goes back to the automatic one."""
+        self._set_column(conversation_id, "title", self._clean_title(title))
+
+    def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
+        self._set_column(conversation_id, "system_prompt", _storable(system_prompt))
+
+    def set_model_path(self, conversation_id: int, model_path: str | None) -> None:
+        self._set_column(
+            conversation_id, "model_path", _storable(model_path) if model_path else None
+        )
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation and its messages; deleting a missing one does nothing."""
+        with self._transaction("deleting a conversation", write=True) as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def list_conversations(self, limit: int | None = 50) -> list[ConversationSummary]:
+        """Conversations, most recently changed first."""
+        with self._transaction("listing conversations") as db:
+            rows = db.execute(
+                f"{_SUMMARY_SELECT} {_SUMMARY_ORDER}",
+                (_TITLE_SOURCE_CHARS, -1 if limit is None else limit),
+            ).fetchall()
+        return [self._summary(row) for row in rows]
+
+    def search(self, text: str, limit: int | None = 50) -> list[ConversationSummary]:
+        """Conversations whose title or any message contains ``text`` (ASCII case-insensitive).
+
+        ``%`` and ``_`` match themselves; an empty ``text`` lists every conversation. LIKE stops
+        at a NUL character, so text after one in a message is not searched.
+        """
+        if not text:
+            return self.list_conversations(limit)
+        pattern = _like_pattern(_storable(text))
+        with self._transaction("searching conversations") as db:
+            rows = db.execute(
+                f"{_SUMMARY_SELECT}"
+                " WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages AS m"
+                " WHERE m.conversation_id = c.id AND m.content LIKE ? ESCAPE '\\')"
+                f" {_SUMMARY_ORDER}",
+                (_TITLE_SOURCE_CHARS, pattern, pattern, -1 if limit is None else limit),
+            ).fetchall()
+        return [self._summary(row) for row in rows]
+
+    def load(self, conversation_id: int) -> StoredConversation:
+        """A conversation with all its messages; ``StoreError`` (kind ``missing``) if gone."""
+        with self._transaction("loading a conversation") as db:
+            head = db.execute(
+                "SELECT id, title, created, updated, model_path, system_prompt"
+                " FROM conversations WHERE id = ?",
+                (conversation_id,),
+            ).fetchone()
+            if head is None:
+                raise StoreError(f"conversation {conversation_id} is not in {self.path}", "missing")
+            rows = db.execute(
+                "SELECT id, position, role, content, partial, stats_json, created"
+                " FROM messages WHERE conversation_id = ? ORDER BY position",
+                (conversation_id,),
+            ).fetchall()
+        messages = [
+            StoredMessage(
+                id=row[0],
+                position=row[1],
+                role=row[2],
+                content=row[3],
+                partial=bool(row[4]),
+                stats=_stats_from_json(row[5]),
+                created=row[6],
+            )
+            for row in rows
+        ]
+        first_user = next((m.content for m in messages if m.role == "user"), None)
+        return StoredConversation(
+            id=head[0],
+            title=head[1] or auto_title(first_user) or UNTITLED,
+            model_path=head[4],
+            system_prompt=head[5],
+            created=head[2],
+            updated=head[3],
+            messages=messages,
+        )
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _summary(self, row: tuple[Any, ...]) -> ConversationSummary:
+        return ConversationSummary(
+            id=row[0],
+            title=row[1] or auto_title(row[6]) or UNTITLED,
+            created=row[2],
+            updated=row[3],
+            message_count=row[5],
+            model_path=row[4],
+        )
+
+    @staticmethod
+    def _clean_title(title: str | None) -> str | None:
+        """A title on one line, or ``None`` (automatic) when blank."""
+        cleaned = " ".join(_storable(title).split()) if title is not None else ""
+        return cleaned or None
+
+    def _touch(self, db: sqlite3.Connection, conversation_id: int, now: float) -> None:
+        """Mark a conversation changed; ``StoreError`` (missing) when it does not exist."""
+        cursor = db.execute(
+            "UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id)
+        )
+        if cursor.rowcount == 0:
+            raise StoreError(f"conversation {conversation_id} is not in {self.path}", "missing")
+
+    def _set_column(self, conversation_id: int, column: str, value: str | None) -> None:
+        with self._transaction(f"saving the {column.replace('_', ' ')}", write=True) as db:
+            cursor = db.execute(
+                f"UPDATE conversations SET {column} = ? WHERE id = ?", (value, conversation_id)
+            )
+            if cursor.rowcount == 0:
+                raise StoreError(f"conversation {conversation_id} is not in {self.path}", "missing")
+
+    @contextmanager
+    def _transaction(self, doing: str, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock; SQLite errors become ``StoreError``.
+
+        Writes take the write lock at the start (``BEGIN IMMEDIATE``) so they wait for another
+        writer up front instead of failing halfway; reads see one consistent snapshot.
+        """
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield db
+                db.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    if db.in_transaction:
+                        db.rollback()
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc, doing) from exc
+                raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        if self._failure is not None:
+            raise self._failure
+        try:
+            self._db = self._open_database()
+        except StoreError as exc:
+            if exc.kind in ("corrupt", "too_new"):
+                self._failure = exc
+            raise
+        return self._db
+
+    def _open_database(self) -> sqlite3.Connection:
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of conversation store {path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            db = sqlite3.connect(
+                path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc, "opening") from exc
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000):d}")
+            db.execute("PRAGMA foreign_keys = ON")
+            (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
+            if verdict != "ok":
+                raise StoreError(
+                    f"conversation store {path} is damaged ({verdict}); it was left as it is",
+                    "corrupt",
+                )
+            db.execute("PRAGMA journal_mode = WAL").fetchone()
+            db.execute("PRAGMA synchronous = NORMAL")
+            migrations.migrate(db)
+        except migrations.SchemaTooNewError as exc:
+            db.close()
+            raise StoreError(
+                f"conversation store {path} was written by a newer tui-llm (schema version"
+                f" {exc.found}, this one knows {exc.known}); conversations will not be saved",
+                "too_new",
+            ) from exc
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error(exc, "opening") from exc
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _close_connection(self) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        with suppress(sqlite3.Error):
+            db.execute("PRAGMA optimize")
+        db.close()
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        """The ``StoreError`` for an SQLite error; a damaged file also closes the store."""
+        if _is_corruption(exc):
+            error = StoreError(
+                f"conversation store {self.path} is damaged ({exc}); it was left as it is",
+                "corrupt",
+            )
+            self._failure = error
+            with suppress(sqlite3.Error):
+                self._close_connection()
+            return error
+        if _is_busy(exc):
+            return StoreError(
+                f"conversation store {self.path} is busy (another tui-llm may be writing): {exc}",
+                "busy",
+            )
+        return StoreError(f"conversation store {self.path}: {doing} failed: {exc}")
+
+    def _move_aside(self) -> Path:
+        """Rename the damaged database and its WAL companions; returns the new main file."""
+        path = self.path
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = path.with_name(f"{path.name}.corrupt-{stamp}")
+        counter = 1
+        while any(
+            Path(f"{target}{suffix}").exists() for suffix in ("", "-wal", "-shm", "-journal")
+        ):
+            counter += 1
+            target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
+        try:
+            for suffix in ("-wal", "-shm", "-journal", ""):
+                source = Path(f"{path}{suffix}")
+                if source.exists():
+                    os.replace(source, f"{target}{suffix}")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot move damaged conversation store {path} aside: {exc.strerror or exc}"
+            ) from exc
+        return target

@@ -633,17 +633,21 @@ async def bench_app_session(plan: Plan, folder: Path, demo: Path, large: Path) -
                 "-",
                 "yes" if shown else "no (marker missing!)",
             )
-            focused = app.focused
-            verdict = (
-                "the prompt, as expected"
-                if isinstance(focused, PromptInput)
-                else "NOT the prompt: keys typed now do not reach it"
-            )
-            report.notes.append(f"focus after the first load: {type(focused).__name__} ({verdict})")
+            focused_at_load = type(app.focused).__name__
 
             probe.start(IDLE)
             await asyncio.sleep(plan.idle_s)
             keep(await probe.stop())
+            focused = app.focused
+            verdict = (
+                "the prompt, as expected"
+                if isinstance(focused, PromptInput)
+                else "NOT the prompt: keys typed do not reach it"
+            )
+            report.notes.append(
+                f"focus when the first model was in: {focused_at_load}; {plan.idle_s:.0f} s later: "
+                f"{type(focused).__name__} ({verdict})"
+            )
 
             log("2b. event loop while replies stream")
             app.sampling = SamplingParams(temperature=0.0, max_tokens=plan.max_tokens, seed=1)

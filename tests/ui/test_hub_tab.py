@@ -261,6 +261,7 @@ async def test_x_in_the_download_list_cancels_the_highlighted_one(hub_server: Fa
 
         assert newest.state in ("queued", "running"), "only the highlighted one was cancelled"
         await wait_until(pilot, lambda: newest.state == "done")
+        await wait_until(pilot, lambda: bool(app.downloaded))
         assert [p.name for p in app.downloaded] == ["TinyLlama-F32.gguf"]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -93,6 +95,7 @@ class TuiLlmApp(App[None]):
         self.save_enabled = save_settings
         self.sample_interval_s = sample_interval_s
         self.store = store
+        self._save_lock = threading.Lock()
         self.sampling = settings.sampling
         self.load_overrides: dict[str, Any] = {}
         self.autostart_engine = True
@@ -109,6 +112,9 @@ class TuiLlmApp(App[None]):
         return MainScreen(self.initial_model)
 
     def on_mount(self) -> None:
+        # Long-lived objects (Textual's widgets, styles, imported modules) would be rescanned by
+        # every full collection; freezing them keeps collections short while replies stream.
+        self.call_after_refresh(gc.freeze)
         wanted = self.settings.theme or DEFAULT_THEME
         self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
         for error in self._theme_errors:
@@ -324,18 +330,24 @@ class TuiLlmApp(App[None]):
         config_mod.remember_load(self.settings, loaded.settings)
         self.save()
 
+    def _write_settings(self) -> None:
+        """Thread worker: the atomic write fsyncs, which must not stall the event loop."""
+        try:
+            with self._save_lock:
+                config_mod.save_settings(self.settings)
+        except (OSError, ValueError) as exc:
+            self.call_from_thread(self.notify, f"Settings not saved: {exc}", severity="warning")
+
     def set_sampling(self, sampling: SamplingParams, system_prompt: str) -> None:
         self.sampling = sampling
         config_mod.store_sampling(self.settings, sampling, system_prompt)
         self.save()
 
     def save(self) -> None:
+        """Save the settings in a thread (the latest state wins; writes never overlap)."""
         if not self.save_enabled:
             return
-        try:
-            config_mod.save_settings(self.settings)
-        except (OSError, ValueError) as exc:
-            self.notify(f"Settings not saved: {exc}", severity="warning")
+        self.run_worker(self._write_settings, thread=True, group="save-settings", exclusive=False)
 
     # ---- models -----------------------------------------------------------------------------
 

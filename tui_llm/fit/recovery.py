@@ -8,6 +8,8 @@ never a loop; a failure at 0 is the user's to see.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -138,12 +140,18 @@ async def load_with_recovery(
     ``estimate`` (uncorrected) is computed when not given; with ``record`` the successful load
     is stored beside it for the learned correction.
     """
-    raw = estimate if estimate is not None else _estimate_for(client, settings)
+    # The estimate (tens of ms for a new model) and the learned-correction file stay off the
+    # caller's event loop: a UI calls this from its loop.
+    raw = (
+        estimate
+        if estimate is not None
+        else await asyncio.to_thread(_estimate_for, client, settings)
+    )
     estimate = raw
     if raw is not None:
         from tui_llm.fit.learned import correction_for
 
-        correction = correction_for(settings.model_path, settings)
+        correction = await asyncio.to_thread(correction_for, settings.model_path, settings)
         if correction.samples:
             estimate = replace(raw, levels=tuple(correction.apply(lv) for lv in raw.levels))
     max_level = estimate.max_level if estimate is not None else None
@@ -176,7 +184,7 @@ async def load_with_recovery(
             attempt = replace(settings, offload_layers=level)
             continue
         if record and raw is not None:
-            _record(loaded, raw)
+            await asyncio.to_thread(_record, loaded, raw)
         if not failed:
             return loaded, None
         return loaded, recovery_message(failed, level, max_level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,8 +205,13 @@ class MainScreen(Screen[None]):
         return settings
 
     def load_model(self, path: Path, offload: int | str | None = None) -> None:
-        settings = self.settings_for(path, offload)
         new_model = self.model_path is None or path.resolve() != self.model_path.resolve()
+        self.run_load_path(path, offload, new_model)
+
+    @work(group="load-path", exclusive=True)
+    async def run_load_path(self, path: Path, offload: int | str | None, new_model: bool) -> None:
+        """Resolve the settings (``auto`` runs the estimate) in a thread, then load."""
+        settings = await asyncio.to_thread(self.settings_for, path, offload)
         self.run_load(settings, new_model=new_model)
 
     @work(group="load", exclusive=True)
@@ -239,6 +245,7 @@ class MainScreen(Screen[None]):
             panel.show_progress(None)
         self.loading = False
         self.on_loaded(loaded, note, new_model)
+        gc.freeze()  # the loaded model's Python objects are long-lived too
 
     def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
         panel = self.query_one(OffloadPanel)

@@ -9,7 +9,6 @@ never a loop; a failure at 0 is the user's to see.
 from __future__ import annotations
 
 import asyncio
-
 import logging
 from collections.abc import Callable
 from dataclasses import replace

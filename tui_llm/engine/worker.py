@@ -16,7 +16,6 @@ import queue
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import IO, Any
 
 from tui_llm.engine import chat_format
 from tui_llm.engine.logparse import parse_load_log
+from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
     CancelRequest,
     ChatMessage,
@@ -49,6 +49,7 @@ from tui_llm.engine.protocol import (
     decode,
     encode,
 )
+from tui_llm.engine.streaming import find_stop, held_back, tokens_to_evaluate
 
 _KV_TYPE_IDS = {
     "f32": 0,
@@ -75,54 +76,10 @@ class _SavedState:
     n_tokens: int
 
 
-class _LogSink:
-    """Receives llama.cpp's log, writes it to the log file and keeps what the engine needs."""
-
-    def __init__(self, log_file: IO[str]) -> None:
-        self._file = log_file
-        self._lock = threading.Lock()
-        self._partial = ""
-        self.tail: deque[str] = deque(maxlen=40)
-        self._capture: list[str] | None = None
-
-    def write(self, text: str) -> None:
-        with self._lock:
-            self._file.write(text)
-            self._file.flush()
-            self._partial += text
-            *lines, self._partial = self._partial.split("\n")
-            for line in lines:
-                self.tail.append(line)
-                if self._capture is not None:
-                    self._capture.append(line)
-
-    @contextmanager
-    def capture(self) -> Iterator[list[str]]:
-        """Collect the complete log lines written inside the block."""
-        lines: list[str] = []
-        with self._lock:
-            self._capture = lines
-        try:
-            yield lines
-        finally:
-            with self._lock:
-                if self._partial:
-                    lines.append(self._partial)
-                self._capture = None
-
-    def last_error(self) -> str | None:
-        """The most recent line that reads like an error."""
-        for line in reversed(self.tail):
-            low = line.lower()
-            if any(w in low for w in ("error", "failed", "invalid", "cannot", "unable")):
-                return line.strip()
-        return None
-
-
 class Worker:
     """Handles requests one at a time on the main thread; cancels arrive on the reader thread."""
 
-    def __init__(self, out: IO[bytes], sink: _LogSink, log_path: str) -> None:
+    def __init__(self, out: IO[bytes], sink: LogSink, log_path: str) -> None:
         self._out = out
         self._out_lock = threading.Lock()
         self._sink = sink
@@ -442,7 +399,7 @@ class Worker:
                 )
             )
             return
-        evaluated = _tokens_to_evaluate(
+        evaluated = tokens_to_evaluate(
             [int(t) for t in llm.input_ids[: llm.n_tokens]], tokens, llm._requires_eval
         )
         stops = tuple(dict.fromkeys((*sampling.stop, *template_stops)))
@@ -485,12 +442,12 @@ class Worker:
             batch_tokens += 1
             n = llama_cpp.llama_token_to_piece(vocab, token, piece_buf, 256, 0, False)
             text += decoder.decode(piece_buf.raw[: max(n, 0)])
-            stop_at = _find_stop(text, stops, emitted)
+            stop_at = find_stop(text, stops, emitted)
             if stop_at is not None:
                 text = text[:stop_at]
                 finish = "stop"
                 break
-            safe = len(text) - _held_back(text, stops)
+            safe = len(text) - held_back(text, stops)
             if safe > emitted and now - last_flush >= request.batch_interval_s:
                 self.send(TokensEvent(rid, text[emitted:safe], batch_tokens))
                 emitted, batch_tokens, last_flush = safe, 0, now
@@ -515,44 +472,6 @@ class Worker:
             total_s=ended - started,
         )
         self.send(DoneEvent(rid, text, finish, stats, int(llm.n_tokens)))  # type: ignore[arg-type]
-
-
-def _tokens_to_evaluate(cached: list[int], prompt: list[int], requires_eval: bool) -> int:
-    """How many prompt tokens llama-cpp-python will decode, given what the KV cache holds."""
-    if not cached:
-        return len(prompt)
-    common = 0
-    for a, b in zip(cached, prompt, strict=False):
-        if a != b:
-            break
-        common += 1
-    if common == len(prompt):
-        if len(cached) == len(prompt) and not requires_eval:
-            return 0
-        return 1
-    return len(prompt) - common
-
-
-def _find_stop(text: str, stops: tuple[str, ...], emitted: int) -> int | None:
-    """Index of the earliest stop string in the not-yet-emitted part of ``text``."""
-    best: int | None = None
-    for stop in stops:
-        start = max(0, emitted - len(stop) + 1)
-        index = text.find(stop, start)
-        if index != -1 and (best is None or index < best):
-            best = index
-    return best
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the tail of ``text`` that could be the start of a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
 
 
 def _cpu_has_amx() -> bool:
@@ -585,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     log_file = os.fdopen(log_fd, "w", buffering=1, encoding="utf-8", errors="replace")
     sys.stdout = log_file
     sys.stderr = log_file
-    sink = _LogSink(log_file)
+    sink = LogSink(log_file)
 
     import llama_cpp
 

@@ -1,0 +1,53 @@
+"""llama.cpp's log in the engine process: written to the log file, the tail kept for errors."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+
+class LogSink:
+    """Receives llama.cpp's log, writes it to the log file and keeps what the engine needs."""
+
+    def __init__(self, log_file: IO[str]) -> None:
+        self._file = log_file
+        self._lock = threading.Lock()
+        self._partial = ""
+        self.tail: deque[str] = deque(maxlen=40)
+        self._capture: list[str] | None = None
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            self._file.write(text)
+            self._file.flush()
+            self._partial += text
+            *lines, self._partial = self._partial.split("\n")
+            for line in lines:
+                self.tail.append(line)
+                if self._capture is not None:
+                    self._capture.append(line)
+
+    @contextmanager
+    def capture(self) -> Iterator[list[str]]:
+        """Collect the complete log lines written inside the block."""
+        lines: list[str] = []
+        with self._lock:
+            self._capture = lines
+        try:
+            yield lines
+        finally:
+            with self._lock:
+                if self._partial:
+                    lines.append(self._partial)
+                self._capture = None
+
+    def last_error(self) -> str | None:
+        """The most recent line that reads like an error."""
+        for line in reversed(self.tail):
+            low = line.lower()
+            if any(w in low for w in ("error", "failed", "invalid", "cannot", "unable")):
+                return line.strip()
+        return None

@@ -89,6 +89,68 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+# ---- other people's work on a shared machine ----------------------------------------------------
+
+CLEAN_SHARE = 0.10  # a run during which other processes took more of the machine is left out
+IDLE_SHARE = 0.05  # before each timed run, wait (up to IDLE_WAIT_S) until others take less
+IDLE_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    total: int
+    busy: int
+    ours: int
+
+
+@dataclass
+class CpuWatch:
+    """How much of the machine's CPU went to processes other than this benchmark's own.
+
+    On a 2-core machine one busy neighbour halves llama.cpp's speed (its threads spin-wait for
+    each other), so each timed run records the others' share, from ``/proc`` jiffies.
+    """
+
+    pids: set[int] = field(default_factory=lambda: {os.getpid()})
+    waited_s: float = 0.0
+
+    def sample(self) -> CpuSample:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(x) for x in stat.readline().split()[1:]]
+        except OSError:
+            return CpuSample(0, 0, 0)
+        # user nice system idle iowait irq softirq steal: steal is CPU the host kept from us.
+        busy = sum(fields[:3]) + sum(fields[5:8])
+        ours = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+                    rest = stat.read().rsplit(")", 1)[1].split()
+                ours += int(rest[11]) + int(rest[12])
+            except (OSError, IndexError, ValueError):
+                continue
+        return CpuSample(sum(fields[:8]), busy, ours)
+
+    @staticmethod
+    def others_share(before: CpuSample, after: CpuSample) -> float:
+        """Share of all cores' time between two samples used by other processes."""
+        total = after.total - before.total
+        if total <= 0:
+            return 0.0
+        return max(0.0, (after.busy - before.busy) - (after.ours - before.ours)) / total
+
+    def wait_for_idle(self) -> None:
+        """Wait until other processes leave the machine alone, or give up after a while."""
+        started = time.monotonic()
+        while time.monotonic() - started < IDLE_WAIT_S:
+            before = self.sample()
+            time.sleep(0.5)
+            if self.others_share(before, self.sample()) < IDLE_SHARE:
+                break
+        self.waited_s += time.monotonic() - started
+
+
 # ---- raw llama-cpp-python, in this process ---------------------------------------------------
 
 
@@ -238,7 +300,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def rpc_server(folder: Path, name: str, threads: int) -> Iterator[str]:
+def rpc_server(folder: Path, name: str, threads: int, watch: CpuWatch) -> Iterator[str]:
     """A llama.cpp RPC server on 127.0.0.1 backed by this CPU, the benchmark's "GPU"."""
     port = free_port()
     log_path = folder / f"rpc-server-{name}.log"
@@ -258,6 +320,7 @@ def rpc_server(folder: Path, name: str, threads: int) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+    watch.pids.add(proc.pid)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -274,6 +337,7 @@ def rpc_server(folder: Path, name: str, threads: int) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait()
+        watch.pids.discard(proc.pid)
 
 
 def machine_line() -> str:
@@ -302,7 +366,12 @@ def fmt_ratio(value: float, target: str) -> str:
 
 
 async def bench_generation(
-    client: EngineClient, settings: LoadSettings, label: str, plan: Plan, report: Report
+    client: EngineClient,
+    settings: LoadSettings,
+    label: str,
+    plan: Plan,
+    watch: CpuWatch,
+    report: Report,
 ) -> None:
     messages = [ChatMessage("user", "Tell me about the terminal and the quiet work it holds.")]
     sampling = SamplingParams(temperature=0.0, max_tokens=plan.max_tokens)
@@ -311,25 +380,36 @@ async def bench_generation(
     # One untimed reply each: the prompt lands in the KV cache, pages are touched.
     raw_generate(llm, messages, sampling)
     await engine_generate(client, messages, sampling)
-    raw_runs: list[Generation] = []
-    engine_runs: list[Generation] = []
+    pairs: list[tuple[Generation, Generation]] = []
+    clean: list[tuple[Generation, Generation]] = []
     for rep in range(plan.generation_reps):
-        raw_runs.append(raw_generate(llm, messages, sampling))
-        engine_runs.append((await engine_generate(client, messages, sampling))[0])
+        watch.wait_for_idle()
+        start = watch.sample()
+        raw = raw_generate(llm, messages, sampling)
+        middle = watch.sample()
+        engine = (await engine_generate(client, messages, sampling))[0]
+        end = watch.sample()
+        busy = max(watch.others_share(start, middle), watch.others_share(middle, end))
+        pairs.append((raw, engine))
+        if busy < CLEAN_SHARE:
+            clean.append((raw, engine))
         log(
-            f"  {label} rep {rep + 1}: raw {raw_runs[-1].tokens_per_s:.1f} tok/s, "
-            f"engine {engine_runs[-1].tokens_per_s:.1f} tok/s"
+            f"  {label} rep {rep + 1}: raw {raw.tokens_per_s:.1f} tok/s, "
+            f"engine {engine.tokens_per_s:.1f} tok/s, others took {busy:.0%} of the CPU"
         )
     llm.close()
-    raw_rate = median([r.tokens_per_s for r in raw_runs])
-    engine_rate = median([r.tokens_per_s for r in engine_runs])
-    pair_ratios = [
-        e.tokens_per_s / r.tokens_per_s for r, e in zip(raw_runs, engine_runs, strict=True)
-    ]
-    raw_reply = median([r.reply_s for r in raw_runs])
-    engine_reply = median([r.reply_s for r in engine_runs])
-    counts = {r.n_tokens for r in (*raw_runs, *engine_runs)}
-    same_text = all(r.text == engine_runs[0].text for r in (*raw_runs, *engine_runs))
+    used = clean or pairs
+    raw_rate = median([r.tokens_per_s for r, _ in used])
+    engine_rate = median([e.tokens_per_s for _, e in used])
+    pair_ratios = [e.tokens_per_s / r.tokens_per_s for r, e in used]
+    all_ratio = median([e.tokens_per_s for _, e in pairs]) / median(
+        [r.tokens_per_s for r, _ in pairs]
+    )
+    raw_reply = median([r.reply_s for r, _ in used])
+    engine_reply = median([e.reply_s for _, e in used])
+    runs = [run for pair in pairs for run in pair]
+    counts = {run.n_tokens for run in runs}
+    same_text = all(run.text == runs[0].text for run in runs)
     report.add(
         "generation",
         label,
@@ -337,6 +417,9 @@ async def bench_generation(
         f"{engine_rate:.1f}",
         fmt_ratio(engine_rate / raw_rate, ">= 0.97"),
         f"{median(pair_ratios):.3f} ({min(pair_ratios):.3f}-{max(pair_ratios):.3f})",
+        f"{len(clean)} of {len(pairs)} (all pairs: {all_ratio:.3f})"
+        if clean
+        else f"none quiet: all {len(pairs)} used",
         f"{raw_reply * 1000:.0f} / {engine_reply * 1000:.0f}",
         f"{'/'.join(str(c) for c in sorted(counts))}{'' if same_text else ' (texts differ!)'}",
     )
@@ -353,6 +436,7 @@ async def bench_reload(
     raw_rpc_servers: tuple[str, ...],
     directions: tuple[str, str],
     plan: Plan,
+    watch: CpuWatch,
     report: Report,
 ) -> None:
     """Flip between two settings ``reload_reps`` times each way, raw then engine each time.
@@ -371,6 +455,7 @@ async def bench_reload(
     engine_llama: dict[str, list[float]] = {d: [] for d in directions}
     offloaded: dict[str, set[int]] = {d: set() for d in directions}
     for _ in range(plan.reload_reps):
+        watch.wait_for_idle()
         for direction, target in zip(directions, (second, first), strict=True):
             started = time.perf_counter()
             llm.close()
@@ -434,6 +519,7 @@ async def bench_ttft(
     before: LoadSettings,
     after: LoadSettings,
     plan: Plan,
+    watch: CpuWatch,
     report: Report,
 ) -> None:
     history, later, history_tokens, later_tokens = build_conversation(
@@ -449,6 +535,7 @@ async def bench_ttft(
     cold: list[float] = []
     for _ in range(plan.ttft_reps):
         for mode in modes:
+            watch.wait_for_idle()
             # The previous reply: the whole history is prefilled into the KV cache.
             await client.load(after if mode == "no reload" else before, keep_kv=False)
             _, first = await engine_generate(client, history, sampling)
@@ -496,6 +583,7 @@ HEADERS = {
         "engine tok/s",
         "engine / raw",
         "per-pair ratio median (range)",
+        "quiet pairs used",
         "reply ms raw / engine",
         "tokens",
     ),
@@ -525,6 +613,7 @@ def print_summary(
     repack: bool,
     elapsed: float,
     load_before: tuple[float, float, float],
+    waited_s: float,
 ) -> None:
     print(f"command: {command}")
     print(f"machine: {machine_line()}")
@@ -532,7 +621,8 @@ def print_summary(
         f"settings: n_threads {plan.threads}, n_batch 512, f16 KV, temperature 0, "
         f"max_tokens {plan.max_tokens}, use_extra_bufts={repack} for raw and engine alike; "
         f"{plan.generation_reps} generation reps, {plan.reload_reps} reloads each way, "
-        f"{plan.ttft_reps} TTFT reps per mode; run took {elapsed:.0f} s"
+        f"{plan.ttft_reps} TTFT reps per mode; run took {elapsed:.0f} s, "
+        f"{waited_s:.0f} s of it waiting for other processes to go quiet"
     )
     load_after = os.getloadavg()
     print(
@@ -563,11 +653,14 @@ async def run(plan: Plan, folder: Path, command: str) -> None:
     report = Report()
     client = EngineClient(log_path=folder / "engine.log")
     await client.start()
+    watch = CpuWatch()
+    if client.pid is not None:
+        watch.pids.add(client.pid)
     try:
         with engine_model_params() as repack:
             log("1. generation")
-            await bench_generation(client, demo_settings, DEMO_NAME, plan, report)
-            await bench_generation(client, large_settings, LARGE_NAME, plan, report)
+            await bench_generation(client, demo_settings, DEMO_NAME, plan, watch, report)
+            await bench_generation(client, large_settings, LARGE_NAME, plan, watch, report)
 
             log("2. reload, CPU only")
             other_threads = 1 if plan.threads > 1 else 2
@@ -583,13 +676,14 @@ async def run(plan: Plan, folder: Path, command: str) -> None:
                         f"n_threads {other_threads} -> {plan.threads}",
                     ),
                     plan,
+                    watch,
                     report,
                 )
             # An RPC server serves one client connection at a time, and each process keeps
             # its connection open: the raw baseline and the engine child need one server each.
             with (
-                rpc_server(folder, "raw", plan.threads) as raw_endpoint,
-                rpc_server(folder, "engine", plan.threads) as endpoint,
+                rpc_server(folder, "raw", plan.threads, watch) as raw_endpoint,
+                rpc_server(folder, "engine", plan.threads, watch) as endpoint,
             ):
                 log(f"2. reload, RPC devices at {raw_endpoint} (raw), {endpoint} (engine)")
                 on_cpu = replace(large_settings, rpc_servers=(endpoint,))
@@ -602,13 +696,16 @@ async def run(plan: Plan, folder: Path, command: str) -> None:
                     (raw_endpoint,),
                     (f"offload 0 -> {RPC_OFFLOAD} (RPC)", f"offload {RPC_OFFLOAD} -> 0 (RPC)"),
                     plan,
+                    watch,
                     report,
                 )
                 log("3. time to first token after a reload")
-                await bench_ttft(client, on_cpu, on_rpc, plan, report)
+                await bench_ttft(client, on_cpu, on_rpc, plan, watch, report)
     finally:
         await client.close()
-    print_summary(report, plan, command, repack, time.perf_counter() - began, load_before)
+    print_summary(
+        report, plan, command, repack, time.perf_counter() - began, load_before, watch.waited_s
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -254,3 +255,34 @@ async def test_model_llama_cpp_rejects_is_one_line(model_dir: Path, tiny_model: 
         assert caught.value.kind == "bad_model"
         assert "\n" not in str(caught.value) and "unknown-arch.gguf" in str(caught.value)
         await client.load(settings(tiny_model))
+
+
+def test_engine_dies_with_its_parent(tmp_path: Path) -> None:
+    """An app killed outright (SIGKILL) does not leave its engine process behind."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import asyncio, sys\n"
+        "from tui_llm.engine.client import EngineClient\n"
+        "async def main():\n"
+        "    c = EngineClient()\n"
+        "    r = await c.start()\n"
+        "    print(r.pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    engine_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(engine_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the engine outlived the app")

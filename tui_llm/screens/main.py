@@ -254,6 +254,14 @@ class MainScreen(Screen[None]):
         gc.freeze()  # the loaded model's Python objects are long-lived too
 
     def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
+        # One repaint for the panel, the gauge, the banner and the status line together.
+        with self.app.batch_update():
+            self._show_loaded(loaded, note, new_model)
+        if self._send_when_loaded and self.conversation.last_role == "user":
+            self._send_when_loaded = False
+            self.start_reply()
+
+    def _show_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
         panel = self.query_one(OffloadPanel)
         if any(d.kind != "cpu" for d in loaded.devices) and panel.warning.startswith("No GPU"):
             panel.warning = ""
@@ -288,9 +296,6 @@ class MainScreen(Screen[None]):
             self.chat_view.set_empty_text(f"{path.name} is loaded. Say something.")
         self.sub_title = path.name
         self.update_status()
-        if self._send_when_loaded and self.conversation.last_role == "user":
-            self._send_when_loaded = False
-            self.start_reply()
 
     @work(group="engine-restart", exclusive=True)
     async def action_restart_engine(self) -> None:

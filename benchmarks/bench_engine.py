@@ -358,6 +358,28 @@ def machine_line() -> str:
     )
 
 
+def source_line() -> str:
+    """The commit measured, and whether the package had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tui_llm"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes in tui_llm/" if changed else "")
+
+
 def fmt_ratio(value: float, target: str) -> str:
     return f"{value:.3f} (target {target})"
 
@@ -617,6 +639,7 @@ def print_summary(
 ) -> None:
     print(f"command: {command}")
     print(f"machine: {machine_line()}")
+    print(f"source: {source_line()}")
     print(
         f"settings: n_threads {plan.threads}, n_batch 512, f16 KV, temperature 0, "
         f"max_tokens {plan.max_tokens}, use_extra_bufts={repack} for raw and engine alike; "

@@ -61,8 +61,9 @@ class OffloadPanel(Vertical, can_focus=True):
     OffloadPanel > .pending { color: $accent; }
     OffloadPanel > .warning { color: $warning; }
     OffloadPanel > .hint { color: $text-muted; }
-    OffloadPanel > ProgressBar { display: none; }
-    OffloadPanel.-loading > ProgressBar { display: block; }
+    /* The bar keeps its row: showing it must not relayout the screen in the middle of a load. */
+    OffloadPanel > ProgressBar { visibility: hidden; }
+    OffloadPanel.-loading > ProgressBar { visibility: visible; }
     """
 
     total_layers: reactive[int] = reactive(0)

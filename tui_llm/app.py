@@ -244,6 +244,14 @@ class TuiLlmApp(App[None]):
         accel = [d.memory_free for d in devices if d.kind != "cpu"]
         return max(accel) if accel else None
 
+    def too_big_reason(self, path: Path, settings: LoadSettings) -> str | None:
+        """Thread-safe: the estimate's reason when even the CPU lacks the RAM for the model."""
+        try:
+            from tui_llm.fit import too_big_reason
+        except ImportError:
+            return None
+        return too_big_reason(path, settings, self.free_gpu_bytes())
+
     def free_memory(self) -> tuple[int | None, int | None]:
         """(free VRAM, free RAM) for the Hub's fit badges; called from a worker thread."""
         import psutil

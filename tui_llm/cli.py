@@ -214,6 +214,13 @@ async def _run_chat(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     settings = load_settings_from_args(args, model)
     assert isinstance(settings, LoadSettings)
+    from tui_llm.fit import too_big_reason
+    from tui_llm.fit.cli import nvml_gpu_memory
+
+    gpu = nvml_gpu_memory()
+    too_big = too_big_reason(model, settings, gpu.free if gpu else None)
+    if too_big is not None:
+        raise UsageError(f"{model.name} cannot load here: {too_big}")
     sampling = SamplingParams(
         temperature=args.temperature,
         top_p=args.top_p,

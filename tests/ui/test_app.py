@@ -536,3 +536,22 @@ async def test_interrupted_reply_is_saved_as_partial(model_8l: Path, tmp_path: P
         saved = store.load(store.list_conversations()[0].id)
         assert saved.messages[-1].partial
         assert saved.messages[-1].content == screen.conversation.last_reply()
+
+
+async def test_model_too_big_for_ram_is_refused_before_loading(
+    model_8l: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine with (pretend) 1 MiB of free RAM, the load is refused with the shortfall."""
+    import tui_llm.fit.auto as auto
+
+    monkeypatch.setattr(auto, "host_available_bytes", lambda: 1024 * 1024)
+    app = build(model_8l)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(
+            pilot, lambda: any("cannot load here" in str(n.message) for n in app._notifications)
+        )
+        message = next(
+            str(n.message) for n in app._notifications if "cannot load" in str(n.message)
+        )
+        assert "short by" in message and "\n" not in message
+        assert app.main_screen.loaded is None

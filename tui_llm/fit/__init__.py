@@ -45,6 +45,7 @@ __all__ = [
     "estimate_level",
     "fit_label",
     "safety_margin",
+    "too_big_reason",
 ]
 
 
@@ -74,6 +75,15 @@ def _estimate_for(path: Path, settings: LoadSettings, gpu_present: bool) -> Esti
     except (OSError, ValueError):
         return None
     return _corrected(path, settings, est)
+
+
+def too_big_reason(path: Path, settings: LoadSettings, free_gpu_bytes: int | None) -> str | None:
+    """Why a model cannot load even at the best offload level (RAM short), or None if it can."""
+    est = _estimate_for(Path(path), settings, free_gpu_bytes is not None)
+    if est is None:
+        return None
+    choice = choose_offload(est, free_gpu_bytes)
+    return choice.reason if choice.shortfall_bytes > 0 else None
 
 
 def auto_offload_for_path(

@@ -218,6 +218,15 @@ class MainScreen(Screen[None]):
     async def run_load_path(self, path: Path, offload: int | str | None, new_model: bool) -> None:
         """Resolve the settings (``auto`` runs the estimate) in a thread, then load."""
         settings = await asyncio.to_thread(self.settings_for, path, offload)
+        too_big = await asyncio.to_thread(self.tui.too_big_reason, path, settings)
+        if too_big is not None:
+            self.notify(
+                f"{path.name} cannot load here: {too_big}",
+                title="Too big",
+                severity="error",
+                timeout=12,
+            )
+            return
         self.run_load(settings, new_model=new_model)
 
     @work(group="load", exclusive=True)

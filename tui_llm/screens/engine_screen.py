@@ -1,0 +1,273 @@
+"""The engine side of the main screen: starting the engine, loading and reloading models.
+
+``MainScreen`` builds on this; keeping the load lifecycle here keeps each part readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual import work
+from textual.screen import Screen
+from textual.widgets import Static
+
+from tui_llm.catalog.demo import DEMO_NOTE, is_demo_model
+from tui_llm.conversation import Conversation
+from tui_llm.engine.client import EngineError
+from tui_llm.engine.protocol import LoadedEvent, LoadSettings
+from tui_llm.store.recorder import ConversationRecorder
+from tui_llm.widgets.chat import ChatView
+from tui_llm.widgets.gauge import GpuGauge
+from tui_llm.widgets.offload import OffloadPanel
+from tui_llm.widgets.prompt import PromptInput
+
+if TYPE_CHECKING:
+    from tui_llm.app import TuiLlmApp
+
+EMPTY_CHAT = (
+    "No model loaded yet. Pick one in the model browser (Ctrl+B) or the picker (Ctrl+L); "
+    "the built-in demo model is always there. F1 lists every key."
+)
+
+
+class StatusBar(Static):
+    """One line: model, GPU split, context meter, what the engine is doing."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $panel; color: $text; padding: 0 1; }
+    StatusBar.-warn { background: $warning 40%; }
+    StatusBar.-error { background: $error 40%; }
+    """
+
+
+class EngineScreen(Screen[None]):
+    """Owns what is loaded: the engine start, loads in the background, crash and restart."""
+
+    def __init__(self, initial_model: Path | None = None) -> None:
+        super().__init__()
+        self.initial_model = initial_model
+        self.conversation = Conversation()
+        self.generating = False
+        self.loading = False
+        self.loaded: LoadedEvent | None = None
+        self.model_path: Path | None = None
+        self._previous_settings: LoadSettings | None = None
+        self._reply_task: asyncio.Task[None] | None = None
+        self._send_when_loaded = False
+        self._focus_chosen = False
+        self.recorder = ConversationRecorder(None)
+        self._n_past = 0
+
+    @property
+    def tui(self) -> TuiLlmApp:
+        from tui_llm.app import TuiLlmApp
+
+        assert isinstance(self.app, TuiLlmApp)
+        return self.app
+
+    def _focus_prompt_if_lost(self) -> None:
+        if self._focus_chosen or not self.is_current:
+            return
+        if not isinstance(self.focused, PromptInput):
+            self.query_one(PromptInput).focus()
+
+    # ---- engine lifecycle ---------------------------------------------------------------------
+
+    @work(group="engine", exclusive=False)
+    async def start_engine(self) -> None:
+        try:
+            ready = await self.tui.engine.start()
+        except (EngineError, OSError) as exc:
+            self.show_banner(f"The engine did not start: {exc}")
+            return
+        warning = self.tui.offload_warning(ready)
+        if warning:
+            self.query_one(OffloadPanel).warning = warning
+        self.query_one(GpuGauge).set_engine(ready.pid, ready.devices, (), 0)
+        self.tui.monitor_engine_pid(ready.pid)
+        if self.initial_model is not None:
+            self.load_model(self.initial_model, self.tui.initial_offload)
+        elif self.tui.settings.last_model and Path(self.tui.settings.last_model).exists():
+            self.chat_view.set_empty_text(
+                EMPTY_CHAT + f"\nLast model: {Path(self.tui.settings.last_model).name} "
+                "(press 1 or F2 to load it)."
+            )
+
+    @property
+    def chat_view(self) -> ChatView:
+        return self.query_one(ChatView)
+
+    def show_banner(self, text: str) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(text)
+        banner.set_class(bool(text), "-visible")
+
+    def settings_for(self, path: Path, offload: int | str | None = None) -> LoadSettings:
+        """Load settings for a model: its saved profile, else the defaults; Auto resolved."""
+        settings = self.tui.load_settings_for(path)
+        if offload is not None:
+            layers = self.tui.resolve_offload(path, offload, settings)
+            settings = replace(settings, offload_layers=layers)
+        return settings
+
+    def load_model(self, path: Path, offload: int | str | None = None) -> None:
+        new_model = self.model_path is None or path.resolve() != self.model_path.resolve()
+        self.run_load_path(path, offload, new_model)
+
+    @work(group="load-path", exclusive=True)
+    async def run_load_path(self, path: Path, offload: int | str | None, new_model: bool) -> None:
+        """Resolve the settings (``auto`` runs the estimate) in a thread, then load."""
+        settings = await asyncio.to_thread(self.settings_for, path, offload)
+        too_big = await asyncio.to_thread(self.tui.too_big_reason, path, settings)
+        if too_big is not None:
+            self.notify(
+                f"{path.name} cannot load here: {too_big}",
+                title="Too big",
+                severity="error",
+                timeout=12,
+            )
+            return
+        self.run_load(settings, new_model=new_model)
+
+    @work(group="load", exclusive=True)
+    async def run_load(self, settings: LoadSettings, new_model: bool = False) -> None:
+        """Reload in the background: stop a running reply first, keep the chat on screen."""
+        await self.stop_reply()
+        panel = self.query_one(OffloadPanel)
+        self.loading = True
+        previous = self.loaded.settings if self.loaded is not None else None
+        name = Path(settings.model_path).name
+        panel.status = f"Loading {name}…"
+        panel.show_progress(0.0)
+        self.update_status()
+        try:
+            loaded, note = await self.tui.load_with_recovery(
+                settings, on_progress=lambda p: panel.show_progress(p)
+            )
+        except EngineError as exc:
+            panel.show_progress(None)
+            self.loading = False
+            panel.status = ""
+            self.notify(str(exc), title="Load failed", severity="error", timeout=10)
+            if previous is not None and exc.kind != "cancelled":
+                panel.status = f"Reloading {Path(previous.model_path).name}…"
+                self.run_load(previous)
+            else:
+                self.loaded = None
+                self.update_status()
+            return
+        finally:
+            panel.show_progress(None)
+        self.loading = False
+        self.on_loaded(loaded, note, new_model)
+        gc.freeze()  # the loaded model's Python objects are long-lived too
+
+    def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
+        # One repaint for the panel, the gauge, the banner and the status line together.
+        with self.app.batch_update():
+            self._show_loaded(loaded, note, new_model)
+        if self._send_when_loaded and self.conversation.last_role == "user":
+            self._send_when_loaded = False
+            self.start_reply()
+
+    def _show_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
+        panel = self.query_one(OffloadPanel)
+        if any(d.kind != "cpu" for d in loaded.devices) and panel.warning.startswith("No GPU"):
+            panel.warning = ""
+        self.loaded = loaded
+        path = Path(loaded.settings.model_path)
+        self.model_path = path
+        self.tui.remember_loaded(loaded)
+        panel.set_loaded(
+            loaded.offloaded_layers,
+            loaded.total_layers,
+            loaded.settings.n_ctx,
+            loaded.settings.flash_attn,
+            loaded.settings.kv_cache_type,
+        )
+        took = f"{loaded.load_seconds:.1f} s"
+        kept = (
+            f", {loaded.kv_restored_tokens} tokens of context kept"
+            if (loaded.kv_restored_tokens)
+            else ""
+        )
+        panel.status = note or f"Loaded in {took}{kept}"
+        self.query_one(GpuGauge).set_engine(
+            self.tui.engine.pid, loaded.devices, loaded.buffers, loaded.offloaded_layers
+        )
+        banner = []
+        if is_demo_model(path):
+            banner.append(DEMO_NOTE)
+        if loaded.chat_template_warning:
+            banner.append(loaded.chat_template_warning)
+        self.show_banner("\n".join(banner))
+        if new_model:
+            self.chat_view.set_empty_text(f"{path.name} is loaded. Say something.")
+        self.sub_title = path.name
+        self.update_status()
+
+    @work(group="engine-restart", exclusive=True)
+    async def action_restart_engine(self) -> None:
+        """After a crash: a fresh engine, the same model with half the GPU layers."""
+        if self.tui.engine.running and self.loaded is not None:
+            self.notify("The engine is running.")
+            return
+        settings = self.tui.last_settings
+        if settings is None:
+            return
+        layers = settings.offload_layers
+        total = self.query_one(OffloadPanel).total_layers or 1
+        current = total if layers == "all" else int(layers)
+        fewer = max(0, current // 2)
+        self.show_banner("")
+        try:
+            await self.tui.engine.start()
+        except (EngineError, OSError) as exc:
+            self.show_banner(f"The engine did not start: {exc}")
+            return
+        self.tui.monitor_engine_pid(self.tui.engine.pid)
+        self.run_load(replace(settings, offload_layers=fewer), new_model=False)
+
+    def on_engine_crashed(self, error: EngineError) -> None:
+        self.loaded = None
+        self.show_banner(
+            f"{error} — the conversation is kept. Press F5 to restart the engine with fewer GPU "
+            "layers."
+        )
+        self.update_status()
+
+    def start_reply(self) -> None:
+        """Start streaming a reply to the conversation (the chat part provides it)."""
+        raise NotImplementedError
+
+    async def stop_reply(self) -> None:
+        """Stop a streaming reply before a reload (the chat part provides it)."""
+        raise NotImplementedError
+
+    # ---- status line --------------------------------------------------------------------------
+
+    def update_status(self) -> None:
+        status = self.query_one(StatusBar)
+        parts = []
+        if self.loaded is not None:
+            parts.append(Path(self.loaded.settings.model_path).name)
+            parts.append(f"GPU {self.loaded.offloaded_layers}/{self.loaded.total_layers}")
+            n_ctx = self.loaded.settings.n_ctx
+            used = min(self._n_past, n_ctx)
+            parts.append(f"ctx {used}/{n_ctx} ({used * 100 // max(n_ctx, 1)}%)")
+            status.set_class(used >= 0.85 * n_ctx, "-warn")
+        else:
+            parts.append("no model")
+            status.remove_class("-warn")
+        if self.loading:
+            parts.append("loading…")
+        elif self.generating:
+            parts.append("generating… (Esc stops)")
+        elif self.tui.engine.crash is not None:
+            parts.append("engine stopped (F5 restarts)")
+        status.set_class(self.tui.engine.crash is not None, "-error")
+        status.update(" · ".join(parts))

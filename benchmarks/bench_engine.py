@@ -91,8 +91,8 @@ def median(values: Sequence[float]) -> float:
 
 # ---- other people's work on a shared machine ----------------------------------------------------
 
-CLEAN_SHARE = 0.10  # a run during which other processes took more of the machine is left out
-IDLE_SHARE = 0.05  # before each timed run, wait (up to IDLE_WAIT_S) until others take less
+CLEAN_SHARE = 0.03  # a run during which other processes took more of the machine is left out
+IDLE_SHARE = 0.03  # before each timed run, wait (up to IDLE_WAIT_S) until others take less
 IDLE_WAIT_S = 120.0
 
 

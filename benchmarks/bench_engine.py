@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 LARGE_NAME = "random 16 layers x 512 wide, f16"
 DEMO_NAME = "demo (8 layers x 2560 wide, f16)"
 RPC_OFFLOAD = 4
+APP_BATCH_S = 0.04  # the client's default: what the app streams with
+RARE_BATCH_S = 5.0  # longer than any reply here: the control run sends one batch at the end
 
 
 @dataclass(frozen=True)
@@ -271,12 +273,15 @@ def raw_generate(llm: Any, messages: Sequence[ChatMessage], sampling: SamplingPa
 
 
 async def engine_generate(
-    client: EngineClient, messages: Sequence[ChatMessage], sampling: SamplingParams
+    client: EngineClient,
+    messages: Sequence[ChatMessage],
+    sampling: SamplingParams,
+    batch_interval_s: float = APP_BATCH_S,
 ) -> tuple[Generation, DoneEvent]:
     """One reply through the child process; ``reply_s`` is request to ``DoneEvent`` here."""
     started = time.perf_counter()
     done: DoneEvent | None = None
-    async for event in client.generate(list(messages), sampling):
+    async for event in client.generate(list(messages), sampling, batch_interval_s):
         if isinstance(event, DoneEvent):
             done = event
     ended = time.perf_counter()
@@ -387,6 +392,15 @@ def fmt_ratio(value: float, target: str) -> str:
 # ---- 1. generation ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Round:
+    """One interleaved round: raw, the engine as the app runs it, the engine with rare batches."""
+
+    raw: Generation
+    engine: Generation
+    engine_rare_batches: Generation
+
+
 async def bench_generation(
     client: EngineClient,
     settings: LoadSettings,
@@ -395,6 +409,11 @@ async def bench_generation(
     watch: CpuWatch,
     report: Report,
 ) -> None:
+    """Raw, engine, and engine with one token batch every RARE_BATCH_S, interleaved.
+
+    The third run is a control: it has the child process and the pipe but almost no batches,
+    so it separates the cost of batching every 40 ms from the cost of being another process.
+    """
     messages = [ChatMessage("user", "Tell me about the terminal and the quiet work it holds.")]
     sampling = SamplingParams(temperature=0.0, max_tokens=plan.max_tokens)
     llm = raw_load(settings)
@@ -402,34 +421,38 @@ async def bench_generation(
     # One untimed reply each: the prompt lands in the KV cache, pages are touched.
     raw_generate(llm, messages, sampling)
     await engine_generate(client, messages, sampling)
-    pairs: list[tuple[Generation, Generation]] = []
-    clean: list[tuple[Generation, Generation]] = []
+    rounds: list[Round] = []
+    quiet: list[Round] = []
     for rep in range(plan.generation_reps):
         watch.wait_for_idle()
         start = watch.sample()
-        raw = raw_generate(llm, messages, sampling)
-        middle = watch.sample()
-        engine = (await engine_generate(client, messages, sampling))[0]
-        end = watch.sample()
-        busy = max(watch.others_share(start, middle), watch.others_share(middle, end))
-        pairs.append((raw, engine))
+        this = Round(
+            raw_generate(llm, messages, sampling),
+            (await engine_generate(client, messages, sampling))[0],
+            (await engine_generate(client, messages, sampling, RARE_BATCH_S))[0],
+        )
+        busy = watch.others_share(start, watch.sample())
+        rounds.append(this)
         if busy < CLEAN_SHARE:
-            clean.append((raw, engine))
+            quiet.append(this)
         log(
-            f"  {label} rep {rep + 1}: raw {raw.tokens_per_s:.1f} tok/s, "
-            f"engine {engine.tokens_per_s:.1f} tok/s, others took {busy:.0%} of the CPU"
+            f"  {label} rep {rep + 1}: raw {this.raw.tokens_per_s:.1f} tok/s, "
+            f"engine {this.engine.tokens_per_s:.1f} tok/s, "
+            f"engine with rare batches {this.engine_rare_batches.tokens_per_s:.1f} tok/s, "
+            f"others took {busy:.0%} of the CPU"
         )
     llm.close()
-    used = clean or pairs
-    raw_rate = median([r.tokens_per_s for r, _ in used])
-    engine_rate = median([e.tokens_per_s for _, e in used])
-    pair_ratios = [e.tokens_per_s / r.tokens_per_s for r, e in used]
-    all_ratio = median([e.tokens_per_s for _, e in pairs]) / median(
-        [r.tokens_per_s for r, _ in pairs]
+    used = quiet or rounds
+    raw_rate = median([r.raw.tokens_per_s for r in used])
+    engine_rate = median([r.engine.tokens_per_s for r in used])
+    rare_rate = median([r.engine_rare_batches.tokens_per_s for r in used])
+    pair_ratios = [r.engine.tokens_per_s / r.raw.tokens_per_s for r in used]
+    all_ratio = median([r.engine.tokens_per_s for r in rounds]) / median(
+        [r.raw.tokens_per_s for r in rounds]
     )
-    raw_reply = median([r.reply_s for r, _ in used])
-    engine_reply = median([e.reply_s for _, e in used])
-    runs = [run for pair in pairs for run in pair]
+    raw_reply = median([r.raw.reply_s for r in used])
+    engine_reply = median([r.engine.reply_s for r in used])
+    runs = [run for r in rounds for run in (r.raw, r.engine, r.engine_rare_batches)]
     counts = {run.n_tokens for run in runs}
     same_text = all(run.text == runs[0].text for run in runs)
     report.add(
@@ -439,9 +462,10 @@ async def bench_generation(
         f"{engine_rate:.1f}",
         fmt_ratio(engine_rate / raw_rate, ">= 0.97"),
         f"{median(pair_ratios):.3f} ({min(pair_ratios):.3f}-{max(pair_ratios):.3f})",
-        f"{len(clean)} of {len(pairs)} (all pairs: {all_ratio:.3f})"
-        if clean
-        else f"none quiet: all {len(pairs)} used",
+        f"{rare_rate:.1f} ({rare_rate / raw_rate:.3f})",
+        f"{len(quiet)} of {len(rounds)} (all rounds: {all_ratio:.3f})"
+        if quiet
+        else f"none quiet: all {len(rounds)} used",
         f"{raw_reply * 1000:.0f} / {engine_reply * 1000:.0f}",
         f"{'/'.join(str(c) for c in sorted(counts))}{'' if same_text else ' (texts differ!)'}",
     )
@@ -508,6 +532,38 @@ async def bench_reload(
         )
 
 
+def bench_fixed_costs(models: Sequence[tuple[str, Path]], report: Report) -> None:
+    """Steps the engine adds around ``Llama()`` on every reload, timed here, median of 9.
+
+    This process imports more than the engine child (asyncio, the client), so its collection
+    walks somewhat more objects; the count is printed with it.
+    """
+    import gc
+
+    from tui_llm.catalog.metadata import read_model_info
+
+    def timed(step: Any) -> float:
+        times = []
+        for _ in range(9):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        return median(times) * 1000
+
+    collect_ms = timed(gc.collect)
+    report.add(
+        "fixed",
+        f"gc.collect() after closing the model ({len(gc.get_objects())} tracked objects)",
+        f"{collect_ms:.1f}",
+    )
+    for name, path in models:
+        report.add(
+            "fixed",
+            f"read_model_info (GGUF metadata), {name}",
+            f"{timed(lambda path=path: read_model_info(str(path))):.1f}",
+        )
+
+
 # ---- 3. time to first token after a reload ------------------------------------------------------
 
 
@@ -536,6 +592,50 @@ def build_conversation(
     return history, later, *counts
 
 
+def bench_state_copy(
+    settings: LoadSettings, history: Sequence[ChatMessage], report: Report
+) -> None:
+    """Time the engine's way of taking a KV cache out of llama.cpp against a bulk copy.
+
+    A raw ``Llama`` holds the same conversation the engine carries across the reload; the
+    engine's ``_save_state`` copies the state with ``bytes(buffer[:n])``, which goes through a
+    Python list of n ints; ``ctypes.string_at`` copies the same bytes in one go.
+    """
+    import llama_cpp
+
+    llm = raw_load(replace(settings, rpc_servers=(), offload_layers=0))
+    raw_generate(llm, history, SamplingParams(temperature=0.0, max_tokens=8))
+    ctx = llm._ctx.ctx
+    as_list: list[float] = []
+    bulk: list[float] = []
+    fetch: list[float] = []
+    written = 0
+    for _ in range(3):
+        started = time.perf_counter()
+        size = llama_cpp.llama_state_get_size(ctx)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(ctx, buffer, size)
+        fetched = time.perf_counter()
+        via_list = bytes(buffer[:written])
+        listed = time.perf_counter()
+        via_bulk = ctypes.string_at(buffer, written)
+        copied = time.perf_counter()
+        assert via_list == via_bulk
+        fetch.append(fetched - started)
+        as_list.append(listed - fetched)
+        bulk.append(copied - listed)
+        del buffer, via_list, via_bulk
+    n_tokens = int(llm.n_tokens)
+    llm.close()
+    report.add(
+        "state copy",
+        f"{n_tokens} tokens, {written / 1e6:.1f} MB",
+        f"{median(fetch) * 1000:.0f}",
+        f"{median(as_list) * 1000:.0f}",
+        f"{median(bulk) * 1000:.0f}",
+    )
+
+
 async def bench_ttft(
     client: EngineClient,
     before: LoadSettings,
@@ -548,6 +648,7 @@ async def bench_ttft(
         before.model_path, plan.conversation_tokens
     )
     log(f"  conversation: {history_tokens} prompt tokens, next turn {later_tokens}")
+    bench_state_copy(before, history, report)
     sampling = SamplingParams(temperature=0.0, max_tokens=8)
     modes = ("no reload", "reload, keep_kv=True", "reload, keep_kv=False")
     ttft: dict[str, list[float]] = {m: [] for m in modes}
@@ -605,7 +706,8 @@ HEADERS = {
         "engine tok/s",
         "engine / raw",
         "per-pair ratio median (range)",
-        "quiet pairs used",
+        f"engine, {RARE_BATCH_S:g} s batches tok/s (/ raw)",
+        "quiet rounds used",
         "reply ms raw / engine",
         "tokens",
     ),
@@ -617,6 +719,13 @@ HEADERS = {
         "engine / raw",
         "offloaded layers",
     ),
+    "state copy": (
+        "KV state of the conversation",
+        "get_size + buffer + get_data ms",
+        "bytes(buffer[:n]) ms (the engine's copy)",
+        "ctypes.string_at ms",
+    ),
+    "fixed": ("engine work per reload, timed in this process", "ms"),
     "ttft": (
         "next reply",
         "TTFT ms",
@@ -702,6 +811,7 @@ async def run(plan: Plan, folder: Path, command: str) -> None:
                     watch,
                     report,
                 )
+            bench_fixed_costs(((DEMO_NAME, demo), (LARGE_NAME, large)), report)
             # An RPC server serves one client connection at a time, and each process keeps
             # its connection open: the raw baseline and the engine child need one server each.
             with (

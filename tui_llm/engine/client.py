@@ -318,7 +318,7 @@ class EngineClient:
         self,
         messages: list[ChatMessage] | tuple[ChatMessage, ...],
         sampling: SamplingParams | None = None,
-        batch_interval_s: float = 0.04,
+        batch_interval_s: float = 0.05,
     ) -> AsyncIterator[TokensEvent | DoneEvent]:
         """Stream a reply as token batches, ending with a ``DoneEvent``.
 

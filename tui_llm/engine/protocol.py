@@ -126,7 +126,7 @@ class GenerateRequest:
     request_id: int
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    batch_interval_s: float = 0.04
+    batch_interval_s: float = 0.05
     type: Literal["generate"] = "generate"
 
 

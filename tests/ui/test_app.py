@@ -555,3 +555,19 @@ async def test_model_too_big_for_ram_is_refused_before_loading(
         )
         assert "short by" in message and "\n" not in message
         assert app.main_screen.loaded is None
+
+
+async def test_down_from_the_filter_lands_on_the_first_model(
+    tiny_model: Path, model_8l: Path
+) -> None:
+    from textual.widgets import DataTable
+
+    app = build(scanner=local([tiny_model, model_8l]))
+    app.autostart_engine = False
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.main_screen.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2)
+        await pilot.press("ctrl+b", "down")
+        assert table.has_focus and table.cursor_row == 0
+        await pilot.press("down")
+        assert table.cursor_row == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -174,7 +175,9 @@ class ModelBrowser(Vertical):
     def focus_filter(self) -> None:
         self.query_one(Input).focus()
 
-    def key_down(self) -> None:
-        """Down from the filter moves into the table."""
-        if self.query_one(Input).has_focus:
+    def on_key(self, event: events.Key) -> None:
+        """Down from the filter moves into the table (without also moving the cursor)."""
+        if event.key == "down" and self.query_one(Input).has_focus:
+            event.stop()
+            event.prevent_default()
             self.query_one(DataTable).focus()

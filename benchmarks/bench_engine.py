@@ -187,26 +187,11 @@ def raw_load(settings: LoadSettings) -> Any:
     from llama_cpp import Llama
 
     from tui_llm.engine import native
-    from tui_llm.engine.worker import _KV_TYPE_IDS
+    from tui_llm.engine.worker import llama_kwargs
 
     for endpoint in settings.rpc_servers:
         native.add_rpc_server(endpoint)
-    kv_type = _KV_TYPE_IDS[settings.kv_cache_type]
-    return Llama(
-        settings.model_path,
-        n_gpu_layers=settings.offload_for_llama(),
-        n_ctx=settings.n_ctx,
-        n_batch=settings.n_batch,
-        n_ubatch=settings.n_ubatch,
-        n_threads=settings.n_threads,
-        n_threads_batch=settings.n_threads,
-        flash_attn=settings.flash_attn,
-        type_k=kv_type,
-        type_v=kv_type,
-        use_mmap=settings.use_mmap,
-        offload_kqv=settings.offload_kqv,
-        verbose=False,
-    )
+    return Llama(settings.model_path, verbose=False, **llama_kwargs(settings))
 
 
 def prompt_tokens(llm: Any, messages: Sequence[ChatMessage]) -> list[int]:

@@ -18,7 +18,6 @@ from textual.screen import Screen
 from textual.theme import Theme
 
 from tui_llm import config as config_mod
-from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.client import EngineClient, EngineError
 from tui_llm.engine.protocol import (
     LoadedEvent,
@@ -435,10 +434,6 @@ class TuiLlmApp(App[None]):
                 str(path.parent),
                 partial(self.request_load, path),
             )
-
-
-def describe_bytes(value: int | None) -> str:
-    return "unknown" if value is None else human_bytes(value)
 
 
 def make_app(

@@ -23,8 +23,3 @@ def _symbol(match: re.Match[str]) -> str:
 def make_inert(text: str) -> str:
     """``text`` with every control character but newline and tab replaced by a visible symbol."""
     return _CONTROL_RE.sub(_symbol, text)
-
-
-def has_controls(text: str) -> bool:
-    """Whether ``text`` holds a character ``make_inert`` would replace."""
-    return _CONTROL_RE.search(text) is not None

@@ -102,14 +102,17 @@ def is_host_buffer(device: str) -> bool:
 
 
 def device_of_buffer(device: str) -> str:
-    """The device a buffer belongs to: ``CPU_Mapped`` -> ``CPU``, ``CUDA_Host`` -> ``CPU``."""
+    """The device a buffer belongs to, by its ``ggml_backend_dev_name``.
+
+    ``CPU_Mapped`` and ``CUDA_Host`` -> ``CPU``; ``RPC0[127.0.0.1:50052]`` -> ``RPC0``.
+    """
     if is_host_buffer(device):
         return "CPU"
-    return device
+    return device.split("[", 1)[0]
 
 
 def totals_by_device(buffers: Iterable[BufferSize]) -> dict[str, int]:
-    """Bytes per device (host buffers all count as ``CPU``)."""
+    """Bytes per device name, as ``ggml_backend_dev_name`` gives it (host buffers: ``CPU``)."""
     totals: dict[str, int] = {}
     for buf in buffers:
         dev = device_of_buffer(buf.device)

@@ -136,11 +136,6 @@ def add_rpc_server(endpoint: str) -> None:
     _registered_rpc.add(endpoint)
 
 
-def registered_rpc_servers() -> frozenset[str]:
-    """The RPC endpoints registered in this process."""
-    return frozenset(_registered_rpc)
-
-
 def serve_rpc(endpoint: str, n_threads: int, cache_dir: str | None = None) -> None:
     """Serve this machine's best local device over RPC; blocks for the life of the process."""
     lib = _ggml()

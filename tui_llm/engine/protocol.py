@@ -261,7 +261,6 @@ _TYPES: dict[str, type[Any]] = {
     for cls in (*get_args(Request), *get_args(Event))
 }
 assert len(_TYPES) == len(get_args(Request)) + len(get_args(Event)), "message type tags collide"
-_REQUEST_TYPES = {"load", "unload", "generate", "cancel", "devices", "shutdown"}
 
 
 def encode(message: Request | Event) -> bytes:
@@ -308,8 +307,3 @@ def decode(line: bytes | str) -> Request | Event:
     except (TypeError, KeyError) as exc:
         raise ValueError(f"bad {raw['type']} message: {exc}") from exc
     return built
-
-
-def is_request(message: Request | Event) -> bool:
-    """Whether a message travels parent -> child."""
-    return message.type in _REQUEST_TYPES

@@ -62,6 +62,24 @@ _KV_TYPE_IDS = {
 }
 
 
+def llama_kwargs(settings: LoadSettings) -> dict[str, Any]:
+    """``Llama()`` keyword arguments for load settings (the engine's and its benchmark's)."""
+    kv_type = _KV_TYPE_IDS[settings.kv_cache_type]
+    return {
+        "n_gpu_layers": settings.offload_for_llama(),
+        "n_ctx": settings.n_ctx,
+        "n_batch": settings.n_batch,
+        "n_ubatch": settings.n_ubatch,
+        "n_threads": settings.n_threads,
+        "n_threads_batch": settings.n_threads,
+        "flash_attn": settings.flash_attn,
+        "type_k": kv_type,
+        "type_v": kv_type,
+        "use_mmap": settings.use_mmap,
+        "offload_kqv": settings.offload_kqv,
+    }
+
+
 class LoadCancelled(Exception):
     """The user cancelled a load through the progress callback."""
 
@@ -282,28 +300,13 @@ class Worker:
             state = self._save_state()
         self._unload()
 
-        kv_type = _KV_TYPE_IDS[settings.kv_cache_type]
         started = time.perf_counter()
         error: str | None = None
         kind: ErrorKind = "bad_model"
         with self._sink.capture() as lines:
             try:
                 with self._progress_hook(rid):
-                    self._llm = Llama(
-                        settings.model_path,
-                        n_gpu_layers=settings.offload_for_llama(),
-                        n_ctx=settings.n_ctx,
-                        n_batch=settings.n_batch,
-                        n_ubatch=settings.n_ubatch,
-                        n_threads=settings.n_threads,
-                        n_threads_batch=settings.n_threads,
-                        flash_attn=settings.flash_attn,
-                        type_k=kv_type,
-                        type_v=kv_type,
-                        use_mmap=settings.use_mmap,
-                        offload_kqv=settings.offload_kqv,
-                        verbose=True,
-                    )
+                    self._llm = Llama(settings.model_path, verbose=True, **llama_kwargs(settings))
             except (ValueError, RuntimeError, OSError) as exc:
                 error = _one_line(exc)
         report = parse_load_log(lines)

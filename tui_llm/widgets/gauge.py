@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from tui_llm.catalog.metadata import human_bytes
-from tui_llm.engine.logparse import device_of_buffer, is_host_buffer
+from tui_llm.engine.logparse import totals_by_device
 from tui_llm.engine.protocol import BufferSize, DeviceInfo
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -160,25 +160,13 @@ class GpuGauge(Vertical):
 
     def _devices_text(self) -> Text:
         text = Text()
-        on_device: dict[str, int] = {}
-        for buf in self._buffers:
-            on_device[device_of_buffer(buf.device)] = (
-                on_device.get(device_of_buffer(buf.device), 0) + buf.size_bytes
-            )
+        on_device = totals_by_device(self._buffers)
         accelerators = [d for d in self._devices if d.kind != "cpu"]
         if not self._devices:
             return text
         text.append("llama.cpp devices\n", style="bold")
         for dev in self._devices:
-            used_here = sum(
-                size
-                for name, size in on_device.items()
-                if (
-                    name.split("[")[0] == dev.name
-                    if not is_host_buffer(name)
-                    else dev.kind == "cpu"
-                )
-            )
+            used_here = on_device.get(dev.name, 0)
             line = f" {dev.name}"
             if dev.description and dev.kind != "cpu":
                 line += f" {dev.description}"

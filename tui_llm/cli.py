@@ -46,7 +46,8 @@ def parse_offload(value: str) -> int | str:
     return layers
 
 
-def _positive(value: str) -> int:
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number above zero."""
     try:
         number = int(value)
     except ValueError:
@@ -77,10 +78,10 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
         help="layers on the GPU (0 .. n_layer+1, 'all', or 'auto')",
     )
     parser.add_argument(
-        "--ctx", type=_positive, default=None, metavar="N", help="context size in tokens"
+        "--ctx", type=positive_int, default=None, metavar="N", help="context size in tokens"
     )
-    parser.add_argument("--batch", type=_positive, default=None, metavar="N")
-    parser.add_argument("--threads", type=_positive, default=None, metavar="N")
+    parser.add_argument("--batch", type=positive_int, default=None, metavar="N")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N")
     parser.add_argument("--flash-attn", action="store_true", default=None)
     parser.add_argument("--kv-type", choices=KV_CACHE_TYPES, default=None)
     parser.add_argument("--no-mmap", action="store_true")
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpc = sub.add_parser("rpc-server", help="serve this machine's device to other tui-llm hosts")
     rpc.add_argument("--host", default="127.0.0.1")
     rpc.add_argument("--port", type=int, default=50052)
-    rpc.add_argument("--threads", type=_positive, default=None)
+    rpc.add_argument("--threads", type=positive_int, default=None)
 
     from tui_llm.catalog.hub_cli import add_hub_parsers
     from tui_llm.fit.cli import add_fit_parser

@@ -27,6 +27,7 @@ from tui_llm.catalog.hub import (
 from tui_llm.catalog.hub_cache import CachedGGUF, list_cached_ggufs
 from tui_llm.catalog.hub_download import DownloadProgress, DownloadRequest, download
 from tui_llm.catalog.metadata import human_bytes, human_count
+from tui_llm.cli import positive_int
 from tui_llm.textsafe import make_inert
 
 _GIB = 1024**3
@@ -44,17 +45,11 @@ def _gib(value: str) -> int:
     return int(gib * _GIB)
 
 
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive number: {value}")
-    return int(value)
-
-
 def add_hub_parsers(subparsers: Any) -> None:
     """Add the ``search`` and ``pull`` subcommands to an argparse subparsers object."""
     search = subparsers.add_parser("search", help="search GGUF models on the Hugging Face Hub")
     search.add_argument("query", help="words in the repository name, e.g. 'llama 8b'")
-    search.add_argument("--limit", type=_positive, default=20, metavar="N")
+    search.add_argument("--limit", type=positive_int, default=20, metavar="N")
     search.add_argument("--json", action="store_true", help="print a JSON list")
 
     pull = subparsers.add_parser(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_llm.catalog.metadata import human_bytes
+from tui_llm.cli import positive_int
 
 DEMO_ALIASES = ("demo", ":demo")
 
@@ -55,16 +56,6 @@ def nvml_gpu_memory() -> GpuMemory | None:
             pynvml.nvmlShutdown()
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return number
-
-
 def _size(value: str) -> int:
     """A byte count such as 512M, 1.5G or 1073741824."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -90,8 +81,8 @@ def add_fit_parser(subparsers: Any) -> argparse.ArgumentParser:
         "recommend the most layers that fit the GPU's free memory.",
     )
     fit.add_argument("model", help="a .gguf file, or 'demo'")
-    fit.add_argument("--ctx", type=_positive, default=4096, metavar="N", help="context size")
-    fit.add_argument("--batch", type=_positive, default=512, metavar="N")
+    fit.add_argument("--ctx", type=positive_int, default=4096, metavar="N", help="context size")
+    fit.add_argument("--batch", type=positive_int, default=512, metavar="N")
     fit.add_argument("--kv-type", choices=KV_CACHE_TYPES, default="f16")
     fit.add_argument("--flash-attn", action="store_true")
     fit.add_argument(

@@ -170,9 +170,6 @@ class EngineScreen(Screen[None]):
         # One repaint for the panel, the gauge, the banner and the status line together.
         with self.app.batch_update():
             self._show_loaded(loaded, note, new_model)
-        if self._send_when_loaded and self.conversation.last_role == "user":
-            self._send_when_loaded = False
-            self.start_reply()
 
     def _show_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
         panel = self.query_one(OffloadPanel)
@@ -240,13 +237,16 @@ class EngineScreen(Screen[None]):
         )
         self.update_status()
 
-    def start_reply(self) -> None:
-        """Start streaming a reply to the conversation (the chat part provides it)."""
-        raise NotImplementedError
-
     async def stop_reply(self) -> None:
-        """Stop a streaming reply before a reload (the chat part provides it)."""
-        raise NotImplementedError
+        """Stop a streaming reply and wait until the engine has stopped."""
+        task = self._reply_task
+        if task is None:
+            return
+        await self.tui.engine.cancel_all()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            task.cancel()
 
     # ---- status line --------------------------------------------------------------------------
 

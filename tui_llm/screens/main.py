@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from tui_llm.engine.client import EngineError
-from tui_llm.engine.protocol import DoneEvent, TokensEvent
+from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
 from tui_llm.messages import (
     ApplyLoadSettings,
     GpuSampled,
@@ -156,6 +156,12 @@ class MainScreen(EngineScreen):
             and (self.loaded is None and self.model_path is None)
         )
 
+    def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
+        super().on_loaded(loaded, note, new_model)
+        if self._send_when_loaded and self.conversation.last_role == "user":
+            self._send_when_loaded = False
+            self.start_reply()
+
     def start_reply(self) -> None:
         self.generating = True
         self.update_status()
@@ -227,17 +233,6 @@ class MainScreen(EngineScreen):
         else:
             self.recorder.reply_finished("", None, partial=True)
             self.recorder.truncate(len(self.conversation.turns))
-
-    async def stop_reply(self) -> None:
-        """Stop a streaming reply and wait until the engine has stopped."""
-        task = self._reply_task
-        if task is None:
-            return
-        await self.tui.engine.cancel_all()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), 30)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            task.cancel()
 
     async def action_stop(self) -> None:
         if self.generating:

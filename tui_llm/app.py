@@ -77,7 +77,6 @@ class TuiLlmApp(App[None]):
         monitor: Any = None,
         scanner: Callable[[], Iterable[Any]] | None = None,
         initial_model: Path | None = None,
-        initial_offload: int | str | None = None,
         settings_warning: str | None = None,
         save_settings: bool = True,
         sample_interval_s: float = 1.0,
@@ -89,7 +88,6 @@ class TuiLlmApp(App[None]):
         self.monitor = monitor
         self.scanner = scanner
         self.initial_model = initial_model
-        self.initial_offload = initial_offload
         self.settings_warning = settings_warning
         self.save_enabled = save_settings
         self.sample_interval_s = sample_interval_s
@@ -463,7 +461,6 @@ def run_app(model: Path | None, args: argparse.Namespace) -> int:
         monitor,
         scanner=lambda: scan_with_demo(iter_local_models, dirs),
         initial_model=model,
-        initial_offload=args.offload,
         settings_warning=warning,
         sample_interval_s=interval,
         store=ConversationStore(),

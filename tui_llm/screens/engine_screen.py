@@ -90,7 +90,7 @@ class EngineScreen(Screen[None]):
         self.query_one(GpuGauge).set_engine(ready.pid, ready.devices, (), 0)
         self.tui.monitor_engine_pid(ready.pid)
         if self.initial_model is not None:
-            self.load_model(self.initial_model, self.tui.initial_offload)
+            self.load_model(self.initial_model)
         elif self.tui.settings.last_model and Path(self.tui.settings.last_model).exists():
             self.chat_view.set_empty_text(
                 EMPTY_CHAT + f"\nLast model: {Path(self.tui.settings.last_model).name} "

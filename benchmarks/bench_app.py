@@ -520,7 +520,9 @@ async def reload_through_app(
     probe.start(phase)
     post(screen)
     await wait_until(
-        lambda: screen.loaded is not None and screen.loaded is not before and not screen.loading,
+        lambda: (
+            screen.loaded is not None and screen.loaded is not before and not screen.model_loading
+        ),
         120,
         phase,
     )
@@ -596,7 +598,9 @@ async def bench_tokens(plan: Plan, folder: Path, demo: Path, report: Report) -> 
     app = build_app(folder, demo)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.main_screen
-        await wait_until(lambda: screen.loaded is not None and not screen.loading, 120, "load")
+        await wait_until(
+            lambda: screen.loaded is not None and not screen.model_loading, 120, "load"
+        )
         app.sampling = SamplingParams(temperature=0.0, max_tokens=plan.max_tokens, seed=1)
         await bench_generation(app, pilot, plan, report)
 
@@ -623,7 +627,9 @@ async def bench_app_session(plan: Plan, folder: Path, demo: Path, large: Path) -
             svg_text = html.unescape(app.export_screenshot()).replace("\xa0", " ")
             shown = PAINT_MARKER in svg_text
             screen = app.main_screen
-            await wait_until(lambda: screen.loaded is not None and not screen.loading, 120, "load")
+            await wait_until(
+                lambda: screen.loaded is not None and not screen.model_loading, 120, "load"
+            )
             keep(await probe.stop())
             report.add(
                 "paint",

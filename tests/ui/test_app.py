@@ -187,24 +187,34 @@ async def test_switch_models_by_key(tiny_model: Path, model_8l: Path) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: app.engine.ready is not None and len(app.found_models) == 2)
+        # Every layout during the loads keeps the chat and the message box on screen: nothing
+        # covers them (a Screen's own ``loading`` would put a spinner over the whole screen).
+        covered: list[str] = []
+
+        def check_layout(_screen: object) -> None:
+            if screen.query("LoadingIndicator") or not screen.query_one(PromptInput).region:
+                covered.append(f"loading={screen.model_loading}")
+
+        screen.screen_layout_refresh_signal.subscribe(screen, check_layout)
         screen.query_one(ChatView).focus()
         await pilot.press("f8")
         await wait_until(pilot, lambda: screen.loaded is not None)
         assert screen.model_path == tiny_model.resolve()
         await pilot.press("f8")
         await wait_until(
-            pilot, lambda: screen.model_path == model_8l.resolve() and not screen.loading
+            pilot, lambda: screen.model_path == model_8l.resolve() and not screen.model_loading
         )
         await pilot.press("f7")
         await wait_until(
-            pilot, lambda: screen.model_path == tiny_model.resolve() and not screen.loading
+            pilot, lambda: screen.model_path == tiny_model.resolve() and not screen.model_loading
         )
         assert [p.name for p in app.recent_models()][:2] == [tiny_model.name, model_8l.name]
         await pilot.press("f2")
         await pilot.press("2")
         await wait_until(
-            pilot, lambda: screen.model_path == model_8l.resolve() and not screen.loading
+            pilot, lambda: screen.model_path == model_8l.resolve() and not screen.model_loading
         )
+        assert covered == []
 
 
 async def test_bad_model_shows_one_error_and_keeps_the_previous(
@@ -221,7 +231,7 @@ async def test_bad_model_shows_one_error_and_keeps_the_previous(
         await wait_until(
             pilot, lambda: any("broken.gguf" in str(n.message) for n in app._notifications)
         )
-        await wait_until(pilot, lambda: screen.loaded is not None and not screen.loading)
+        await wait_until(pilot, lambda: screen.loaded is not None and not screen.model_loading)
         assert screen.model_path == model_8l.resolve()
         await send(pilot, app, "after")
         assert roles(app) == ["user", "assistant", "user", "assistant"]
@@ -244,7 +254,7 @@ async def test_engine_crash_keeps_the_conversation_and_restarts(model_8l: Path) 
         assert partial
         app.sampling = SamplingParams(temperature=0.0, max_tokens=8)
         await pilot.press("f5")
-        await wait_until(pilot, lambda: screen.loaded is not None and not screen.loading)
+        await wait_until(pilot, lambda: screen.loaded is not None and not screen.model_loading)
         await send(pilot, app, "are you back?")
         assert screen.conversation.turns[1].content == partial
         assert roles(app)[-1] == "assistant"

@@ -52,7 +52,7 @@ class EngineScreen(Screen[None]):
         self.initial_model = initial_model
         self.conversation = Conversation()
         self.generating = False
-        self.loading = False
+        self.model_loading = False
         self.loaded: LoadedEvent | None = None
         self.model_path: Path | None = None
         self._previous_settings: LoadSettings | None = None
@@ -138,7 +138,7 @@ class EngineScreen(Screen[None]):
         """Reload in the background: stop a running reply first, keep the chat on screen."""
         await self.stop_reply()
         panel = self.query_one(OffloadPanel)
-        self.loading = True
+        self.model_loading = True
         previous = self.loaded.settings if self.loaded is not None else None
         name = Path(settings.model_path).name
         panel.status = f"Loading {name}…"
@@ -150,7 +150,7 @@ class EngineScreen(Screen[None]):
             )
         except EngineError as exc:
             panel.show_progress(None)
-            self.loading = False
+            self.model_loading = False
             panel.status = ""
             self.notify(str(exc), title="Load failed", severity="error", timeout=10)
             if previous is not None and exc.kind != "cancelled":
@@ -162,7 +162,7 @@ class EngineScreen(Screen[None]):
             return
         finally:
             panel.show_progress(None)
-        self.loading = False
+        self.model_loading = False
         self.on_loaded(loaded, note, new_model)
         gc.freeze()  # the loaded model's Python objects are long-lived too
 
@@ -263,7 +263,7 @@ class EngineScreen(Screen[None]):
         else:
             parts.append("no model")
             status.remove_class("-warn")
-        if self.loading:
+        if self.model_loading:
             parts.append("loading…")
         elif self.generating:
             parts.append("generating… (Esc stops)")

@@ -130,7 +130,7 @@ class MainScreen(EngineScreen):
 
     @on(PromptSubmitted)
     async def send_prompt(self, event: PromptSubmitted) -> None:
-        if self.loaded is None and not self.loading and not self._engine_starting():
+        if self.loaded is None and not self.model_loading and not self._engine_starting():
             self.notify("Load a model first (Ctrl+B or Ctrl+L).", severity="warning")
             return
         if self.generating:
@@ -404,7 +404,7 @@ class MainScreen(EngineScreen):
     @on(ApplyLoadSettings)
     def on_apply(self, event: ApplyLoadSettings) -> None:
         self.query_one(PromptInput).focus()
-        if self.loaded is None or self.loading:
+        if self.loaded is None or self.model_loading:
             self.notify("Nothing loaded to apply the change to.", severity="warning")
             return
         settings = replace(

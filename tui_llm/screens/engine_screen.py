@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from textual import work
 from textual.screen import Screen
-from textual.widgets import Static
 
 from tui_llm.catalog.demo import DEMO_NOTE, is_demo_model
 from tui_llm.conversation import Conversation
@@ -24,6 +23,7 @@ from tui_llm.widgets.chat import ChatView
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
+from tui_llm.widgets.textline import TextLine
 
 if TYPE_CHECKING:
     from tui_llm.app import TuiLlmApp
@@ -34,8 +34,10 @@ EMPTY_CHAT = (
 )
 
 
-class StatusBar(Static):
+class StatusBar(TextLine):
     """One line: model, GPU split, context meter, what the engine is doing."""
+
+    FIXED_HEIGHT = True
 
     DEFAULT_CSS = """
     StatusBar { height: 1; background: $panel; color: $text; padding: 0 1; }
@@ -75,6 +77,12 @@ class EngineScreen(Screen[None]):
         if not isinstance(self.focused, PromptInput):
             self.query_one(PromptInput).focus()
 
+    def focus_prompt(self) -> None:
+        """Focus the message box; focusing it again would repaint it for nothing."""
+        prompt = self.query_one(PromptInput)
+        if self.focused is not prompt:
+            prompt.focus()
+
     # ---- engine lifecycle ---------------------------------------------------------------------
 
     @work(group="engine", exclusive=False)
@@ -102,9 +110,7 @@ class EngineScreen(Screen[None]):
         return self.query_one(ChatView)
 
     def show_banner(self, text: str) -> None:
-        banner = self.query_one("#banner", Static)
-        banner.update(text)
-        banner.set_class(bool(text), "-visible")
+        self.query_one("#banner", TextLine).show(text)
 
     def settings_for(self, path: Path, offload: int | str | None = None) -> LoadSettings:
         """Load settings for a model: its saved profile, else the defaults; Auto resolved."""
@@ -167,17 +173,17 @@ class EngineScreen(Screen[None]):
         gc.freeze()  # the loaded model's Python objects are long-lived too
 
     def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
-        # One repaint for the panel, the gauge, the banner and the status line together.
-        with self.app.batch_update():
-            self._show_loaded(loaded, note, new_model)
+        self._show_loaded(loaded, note)
+        # The chat column changes one frame later: painted together with the panel, the gauge
+        # and the status line, a model switch was one 20-30 ms frame on a small machine.
+        self.call_after_refresh(self._show_model_notes, loaded, new_model)
 
-    def _show_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
+    def _show_loaded(self, loaded: LoadedEvent, note: str | None) -> None:
         panel = self.query_one(OffloadPanel)
         if any(d.kind != "cpu" for d in loaded.devices) and panel.warning.startswith("No GPU"):
             panel.warning = ""
         self.loaded = loaded
-        path = Path(loaded.settings.model_path)
-        self.model_path = path
+        self.model_path = Path(loaded.settings.model_path)
         self.tui.remember_loaded(loaded)
         panel.set_loaded(
             loaded.offloaded_layers,
@@ -196,6 +202,13 @@ class EngineScreen(Screen[None]):
         self.query_one(GpuGauge).set_engine(
             self.tui.engine.pid, loaded.devices, loaded.buffers, loaded.offloaded_layers
         )
+        self.update_status()
+
+    def _show_model_notes(self, loaded: LoadedEvent, new_model: bool) -> None:
+        """The banner (demo model, chat template) and the empty chat's text."""
+        if self.loaded is not loaded:
+            return  # another load came in between
+        path = Path(loaded.settings.model_path)
         banner = []
         if is_demo_model(path):
             banner.append(DEMO_NOTE)
@@ -204,8 +217,6 @@ class EngineScreen(Screen[None]):
         self.show_banner("\n".join(banner))
         if new_model:
             self.chat_view.set_empty_text(f"{path.name} is loaded. Say something.")
-        self.sub_title = path.name
-        self.update_status()
 
     @work(group="engine-restart", exclusive=True)
     async def action_restart_engine(self) -> None:
@@ -270,4 +281,4 @@ class EngineScreen(Screen[None]):
         elif self.tui.engine.crash is not None:
             parts.append("engine stopped (F5 restarts)")
         status.set_class(self.tui.engine.crash is not None, "-error")
-        status.update(" · ".join(parts))
+        status.show(" · ".join(parts))

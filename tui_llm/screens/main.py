@@ -12,7 +12,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
@@ -31,15 +31,10 @@ from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.hub import HubModelDownloaded, HubPanel
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
+from tui_llm.widgets.textline import TextLine
 
 if TYPE_CHECKING:
     pass
-
-
-def _collect_and_freeze() -> None:
-    """Collect what a reply left behind, then freeze the survivors out of later collections."""
-    gc.collect()
-    gc.freeze()
 
 
 class MainScreen(EngineScreen):
@@ -82,8 +77,7 @@ class MainScreen(EngineScreen):
     MainScreen.-narrow.-show-browser #sidebar { display: block; width: 1fr; }
     MainScreen.-narrow.-show-browser #center { display: none; }
     MainScreen.-wide.-hide-browser #sidebar { display: none; }
-    MainScreen #banner { display: none; height: auto; padding: 0 1; background: $warning 30%; }
-    MainScreen #banner.-visible { display: block; }
+    MainScreen #banner { height: auto; padding: 0 1; background: $warning 30%; }
     """
 
     def compose(self) -> ComposeResult:
@@ -94,13 +88,13 @@ class MainScreen(EngineScreen):
                 with TabPane("Hugging Face", id="tab-hub"):
                     yield HubPanel(id="hub")
             with Vertical(id="center"):
-                yield Static("", id="banner", markup=False)
+                yield TextLine(id="banner")
                 yield ChatView(EMPTY_CHAT, id="chat")
                 yield PromptInput(id="prompt")
             with Vertical(id="right"):
                 yield OffloadPanel(id="offload")
                 yield GpuGauge(id="gauge")
-        yield StatusBar("", id="status", markup=False)
+        yield StatusBar(id="status", hide_empty=False)
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -162,6 +156,14 @@ class MainScreen(EngineScreen):
             self._send_when_loaded = False
             self.start_reply()
 
+    def _collect_and_freeze(self) -> None:
+        """Collect what a reply left behind, freeze the survivors, switch the collector on."""
+        if self.generating:
+            return  # the next reply has begun; its own end collects
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+
     def start_reply(self) -> None:
         self.generating = True
         self.update_status()
@@ -206,8 +208,9 @@ class MainScreen(EngineScreen):
             self.generating = False
             self._reply_task = None
             self.update_status()
-            gc.enable()
-            self.call_after_refresh(_collect_and_freeze)
+            # The collector stays off until the reply is painted: switched on now, its first
+            # pass would walk every object the reply made (20-30 ms) in the middle of the paint.
+            self.call_after_refresh(self._collect_and_freeze)
         if done is not None:
             await view.finish(done.text)
             self.conversation.add_reply(done.text)
@@ -386,7 +389,7 @@ class MainScreen(EngineScreen):
     def on_load_requested(self, event: LoadModelRequested) -> None:
         if self.has_class("-show-browser"):
             self.remove_class("-show-browser")
-        self.query_one(PromptInput).focus()
+        self.focus_prompt()
         self.load_model(event.path)
 
     @on(HubModelDownloaded)
@@ -403,7 +406,7 @@ class MainScreen(EngineScreen):
 
     @on(ApplyLoadSettings)
     def on_apply(self, event: ApplyLoadSettings) -> None:
-        self.query_one(PromptInput).focus()
+        self.focus_prompt()
         if self.loaded is None or self.model_loading:
             self.notify("Nothing loaded to apply the change to.", severity="warning")
             return

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Input, Static
 
 from tui_llm.catalog.metadata import human_bytes, human_count
 from tui_llm.messages import LoadModelRequested
+from tui_llm.widgets.table import QuietTable
 
 COLUMNS = ("Name", "Arch", "Params", "Quant", "Size", "Layers", "Ctx", "Fit")
 
@@ -71,7 +72,7 @@ class ModelBrowser(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter…", id="model-filter")
-        table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=True, id="model-table")
+        table: DataTable[Any] = QuietTable(cursor_type="row", zebra_stripes=True, id="model-table")
         yield table
         yield Static("", markup=False, classes="status")
 

@@ -11,6 +11,7 @@ from textual.widgets.markdown import MarkdownStream
 
 from tui_llm.engine.protocol import ReplyStats
 from tui_llm.textsafe import make_inert
+from tui_llm.widgets.textline import TextLine
 
 _FENCE_RE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
 
@@ -109,13 +110,13 @@ class ChatView(VerticalScroll):
         self._empty_text = empty_text
 
     def compose(self) -> ComposeResult:
-        yield Static(self._empty_text, classes="empty")
+        yield TextLine(self._empty_text, classes="empty", hide_empty=False)
 
     def set_empty_text(self, text: str) -> None:
+        """The text shown while there are no messages (plain text: file names are not markup)."""
         self._empty_text = text
-        for empty in self.query(".empty"):
-            if isinstance(empty, Static):
-                empty.update(text)
+        for empty in self.query(".empty").results(TextLine):
+            empty.show(text)
 
     async def add_message(self, role: str, content: str = "") -> MessageView:
         for empty in self.query(".empty"):
@@ -130,4 +131,4 @@ class ChatView(VerticalScroll):
 
     async def clear_messages(self) -> None:
         await self.remove_children()
-        await self.mount(Static(self._empty_text, classes="empty"))
+        await self.mount(TextLine(self._empty_text, classes="empty", hide_empty=False))

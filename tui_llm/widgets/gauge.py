@@ -8,14 +8,17 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Static
 
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.logparse import totals_by_device
 from tui_llm.engine.protocol import BufferSize, DeviceInfo
+from tui_llm.widgets.textline import TextLine
 
 _SPARK = "▁▂▃▄▅▆▇█"
 HISTORY_SECONDS = 60
+
+
+INDENT = "  "
 
 
 def sparkline(values: list[float], maximum: float, width: int) -> str:
@@ -51,7 +54,7 @@ class GpuGauge(Vertical):
     DEFAULT_CSS = """
     GpuGauge { height: auto; border: round $primary 40%; padding: 0 1; }
     GpuGauge { border-title-color: $text-muted; border-title-style: bold; }
-    GpuGauge > Static { height: auto; }
+    GpuGauge > TextLine { height: auto; }
     GpuGauge > .reason { color: $text-muted; }
     """
 
@@ -67,10 +70,10 @@ class GpuGauge(Vertical):
         self._reason = ""
 
     def compose(self) -> ComposeResult:
-        yield Static("", markup=False, classes="gpus")
-        yield Static("", markup=False, classes="reason")
-        yield Static("", markup=False, classes="devices")
-        yield Static("", markup=False, classes="host")
+        yield TextLine(classes="gpus")
+        yield TextLine(classes="reason")
+        yield TextLine(classes="devices")
+        yield TextLine(classes="host")
 
     def set_unavailable(self, reason: str) -> None:
         """NVML is not there: say why in one line; llama.cpp's devices still show."""
@@ -120,22 +123,22 @@ class GpuGauge(Vertical):
                     own += proc.used_bytes
             gpus_text.append(f"GPU{gpu.index} {gpu.name}\n", style="bold")
             used, total = gpu.memory_used or 0, gpu.memory_total or 0
-            gpus_text.append("  ")
+            gpus_text.append(INDENT)
             gpus_text.append_text(memory_bar(used, total, own, bar_width))
             gpus_text.append(f" {human_bytes(used)} / {human_bytes(total)}\n")
             if own:
-                gpus_text.append(f"  engine {human_bytes(own)}\n", style="magenta")
+                gpus_text.append(f"{INDENT}engine {human_bytes(own)}\n", style="magenta")
             power = _fmt(gpu.power_w, " W")
             if getattr(gpu, "power_limit_w", None):
                 power += f" / {gpu.power_limit_w:.0f} W"
             gpus_text.append(
-                f"  util {_fmt(gpu.utilization_pct, '%')} · {_fmt(gpu.temperature_c, '°C')} · "
-                f"{power}\n"
+                f"{INDENT}util {_fmt(gpu.utilization_pct, '%')} · "
+                f"{_fmt(gpu.temperature_c, '°C')} · {power}\n"
             )
             history = list(self._history.get(gpu.index, ()))
             if history and total:
                 gpus_text.append(
-                    "  " + sparkline(history, float(total), bar_width) + "\n", style="cyan"
+                    INDENT + sparkline(history, float(total), bar_width) + "\n", style="cyan"
                 )
         gpus_text.rstrip()
         self._set_line(".gpus", gpus_text)
@@ -154,9 +157,7 @@ class GpuGauge(Vertical):
 
     def _set_line(self, selector: str, text: Text) -> None:
         """Update one part; an empty part takes no row."""
-        line = self.query_one(selector, Static)
-        line.update(text)
-        line.display = bool(text.plain.strip())
+        self.query_one(selector, TextLine).show(text)
 
     def _devices_text(self) -> Text:
         text = Text()
@@ -166,11 +167,16 @@ class GpuGauge(Vertical):
             return text
         text.append("llama.cpp devices\n", style="bold")
         for dev in self._devices:
-            used_here = on_device.get(dev.name, 0)
-            line = f" {dev.name}"
+            # Two lines per device, whatever the figures: a row count that does not depend on
+            # the number of digits keeps a new sample from relayouting the screen.
+            name = dev.name
             if dev.description and dev.kind != "cpu":
-                line += f" {dev.description}"
-            line += f" · free {human_bytes(dev.memory_free)} / {human_bytes(dev.memory_total)}"
+                name += f" {dev.description}"
+            text.append(f"{INDENT}{name}\n")
+            line = (
+                f"{INDENT * 2}free {human_bytes(dev.memory_free)} / {human_bytes(dev.memory_total)}"
+            )
+            used_here = on_device.get(dev.name, 0)
             if used_here:
                 line += f" · engine {human_bytes(used_here)}"
             if dev.kind != "cpu" and len(accelerators) == 1 and self._offloaded:

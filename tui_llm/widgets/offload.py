@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.reactive import reactive
-from textual.widgets import ProgressBar, Static
+from textual.content import Content
+from textual.reactive import var
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.protocol import KV_CACHE_TYPES
 from tui_llm.messages import ApplyLoadSettings
+from tui_llm.widgets.textline import TextLine
 
 CONTEXT_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -61,19 +63,16 @@ class OffloadPanel(Vertical, can_focus=True):
     OffloadPanel > .pending { color: $accent; }
     OffloadPanel > .warning { color: $warning; }
     OffloadPanel > .hint { color: $text-muted; }
-    /* The bar keeps its row: showing it must not relayout the screen in the middle of a load. */
-    OffloadPanel > ProgressBar { visibility: hidden; }
-    OffloadPanel.-loading > ProgressBar { visibility: visible; }
     """
 
-    total_layers: reactive[int] = reactive(0)
-    current_layers: reactive[int] = reactive(0)
-    pending_layers: reactive[int] = reactive(0)
-    n_ctx: reactive[int] = reactive(4096)
-    flash_attn: reactive[bool] = reactive(False)
-    kv_cache_type: reactive[str] = reactive("f16")
-    warning: reactive[str] = reactive("")
-    status: reactive[str] = reactive("")
+    total_layers: var[int] = var(0)
+    current_layers: var[int] = var(0)
+    pending_layers: var[int] = var(0)
+    n_ctx: var[int] = var(4096)
+    flash_attn: var[bool] = var(False)
+    kv_cache_type: var[str] = var("f16")
+    warning: var[str] = var("")
+    status: var[str] = var("")
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -84,13 +83,14 @@ class OffloadPanel(Vertical, can_focus=True):
         self._estimate_args: tuple[int, int, bool, str] | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("", markup=False, classes="split")
-        yield Static("", markup=False, classes="pending")
-        yield Static("", markup=False, classes="estimate")
-        yield Static("", markup=False, classes="settings")
-        yield ProgressBar(total=1.0, show_eta=False, id="load-progress")
-        yield Static("", markup=False, classes="warning")
-        yield Static("", markup=False, classes="status")
+        yield TextLine(classes="split")
+        yield TextLine(classes="pending")
+        yield TextLine(classes="estimate")
+        yield TextLine(classes="settings")
+        # The load progress keeps its row, blank between loads: a load must not relayout the screen.
+        yield TextLine(classes="progress", id="load-progress", hide_empty=False)
+        yield TextLine(classes="warning")
+        yield TextLine(classes="status")
         yield Static(
             "←/→ layer · [/] 10% · Home none · End all · a auto · c ctx · f flash · k KV · "
             "Enter apply",
@@ -124,15 +124,14 @@ class OffloadPanel(Vertical, can_focus=True):
         self.refresh_text()
 
     def show_progress(self, progress: float | None) -> None:
-        """Show llama.cpp's load progress (``None`` hides the bar)."""
+        """Show llama.cpp's load progress as a bar (``None`` blanks the row)."""
         if not self.is_mounted or not self.children:
             return
-        bar = self.query_one(ProgressBar)
+        line = self.query_one("#load-progress", TextLine)
         if progress is None:
-            self.remove_class("-loading")
-            return
-        self.add_class("-loading")
-        bar.update(progress=progress)
+            line.show("")
+        else:
+            line.show(progress_bar(progress, max(10, line.content_size.width or 40)))
 
     @property
     def dirty(self) -> bool:
@@ -156,31 +155,27 @@ class OffloadPanel(Vertical, can_focus=True):
         if not self.is_mounted:
             return
         total = self.total_layers
-        split = self.query_one(".split", Static)
-        pending = self.query_one(".pending", Static)
-        estimate = self.query_one(".estimate", Static)
         if total == 0:
-            split.update("No model loaded")
-            pending.update("")
+            self._line("split").show("No model loaded")
+            self._line("pending").show("")
         else:
-            split.update(f"GPU layers {self.current_layers} / {total}")
+            self._line("split").show(f"GPU layers {self.current_layers} / {total}")
             bar = _bar(self.pending_layers, total, 20)
             marker = "  (press Enter to apply)" if self.dirty else ""
-            pending.update(f"{bar} {self.pending_layers} / {total}{marker}")
+            self._line("pending").show(f"{bar} {self.pending_layers} / {total}{marker}")
         if self.estimator is not None and total:
             self._request_estimate()
         else:
-            estimate.update("")
-            estimate.display = False
-        self.query_one(".settings", Static).update(
+            self._line("estimate").show("")
+        self._line("settings").show(
             f"ctx {self.n_ctx} · flash attn {'on' if self.flash_attn else 'off'} · "
             f"KV {self.kv_cache_type}"
         )
-        self.query_one(".warning", Static).update(self.warning)
-        self.query_one(".status", Static).update(self.status)
-        for line in self.query(Static):
-            if not line.has_class("hint") and not line.has_class("estimate"):
-                line.display = bool(str(line.render()).strip())
+        self._line("warning").show(self.warning)
+        self._line("status").show(self.status)
+
+    def _line(self, name: str) -> TextLine:
+        return self.query_one(f".{name}", TextLine)
 
     def _request_estimate(self) -> None:
         """Estimate the pending settings in a thread (a new setting costs up to ~0.15 s)."""
@@ -204,15 +199,14 @@ class OffloadPanel(Vertical, can_focus=True):
         args, est = result
         if args != (self.pending_layers, self.n_ctx, self.flash_attn, self.kv_cache_type):
             return
-        line = self.query_one(".estimate", Static)
+        line = self._line("estimate")
         if est is None:
-            line.update("")
+            line.show("")
         else:
             fits = "" if est.fits is None else (" · fits" if est.fits else " · may not fit")
-            line.update(
+            line.show(
                 f"est. VRAM {human_bytes(est.gpu_bytes)} · RAM {human_bytes(est.cpu_bytes)}{fits}"
             )
-        line.display = est is not None
 
     def invalidate_estimate(self) -> None:
         """Forget the shown estimate (a new model or new free memory)."""
@@ -277,6 +271,17 @@ class OffloadPanel(Vertical, can_focus=True):
         self.post_message(
             ApplyLoadSettings(layers, self.n_ctx, self.flash_attn, self.kv_cache_type)
         )
+
+
+def progress_bar(progress: float, width: int) -> Content:
+    """``━━━━━━━━━━━━━━━━━━━━━━━  45%`` in ``width`` cells: done in the accent colour."""
+    share = min(1.0, max(0.0, progress))
+    label = f" {share * 100:3.0f}%"
+    cells = max(1, width - len(label))
+    done = round(cells * share)
+    return Content.assemble(
+        ("━" * done, "$accent"), ("━" * (cells - done), "$foreground 20%"), label
+    )
 
 
 def _bar(value: int, total: int, width: int) -> str:

@@ -1,0 +1,91 @@
+"""Widgets that keep repaints small: what they show, and what they leave alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+from tui_llm.widgets.offload import progress_bar
+from tui_llm.widgets.table import QuietTable
+from tui_llm.widgets.textline import TextLine, rows_if_unwrapped
+
+
+class LinesApp(App[None]):
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="left"):
+                yield TextLine(classes="one")
+                yield Static("x", id="grow")
+            table: QuietTable[str] = QuietTable(id="table")
+            yield table
+
+
+class Counter:
+    """Counts a widget's refresh calls, and the ones that asked for a layout."""
+
+    def __init__(self, widget: Any) -> None:
+        self.calls = 0
+        self.layouts = 0
+        original = widget.refresh
+
+        def refresh(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            self.layouts += bool(kwargs.get("layout"))
+            return original(*args, **kwargs)
+
+        widget.refresh = refresh
+
+
+async def test_text_line_repaints_only_on_change_and_hides_when_empty() -> None:
+    app = LinesApp()
+    async with app.run_test(size=(80, 12)) as pilot:
+        line = app.query_one(".one", TextLine)
+        assert not line.display  # empty: takes no row
+        line.show("ready")
+        await pilot.pause()
+        assert line.display and str(line.render()) == "ready"
+        count = Counter(line)
+        line.show("ready")
+        assert count.calls == 0  # the same text: nothing to do
+        line.show("steady")
+        assert count.calls == 1 and count.layouts == 0  # one row before and after: no layout
+        line.show("two\nrows")
+        assert count.layouts == 1
+        line.show("")
+        await pilot.pause()
+        assert not line.display
+
+
+def test_rows_if_unwrapped() -> None:
+    assert rows_if_unwrapped("a\nbc", 4) == 2
+    assert rows_if_unwrapped("abcdef", 4) is None  # may wrap: the caller asks for a layout
+    assert rows_if_unwrapped("ab", 0) is None  # not laid out yet
+
+
+async def test_quiet_table_is_left_alone_by_a_relayout_elsewhere() -> None:
+    app = LinesApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(QuietTable)
+        table.add_columns(*(f"column {n}" for n in range(8)))
+        table.add_row(*(f"cell {n}" for n in range(8)))
+        await pilot.pause()
+        assert table.show_horizontal_scrollbar  # wider than its 30 columns
+        count = Counter(table.horizontal_scrollbar)
+        grow = app.query_one("#grow", Static)
+        for rows in range(2, 5):
+            grow.update("\n".join("x" * rows))
+            await pilot.pause()
+        assert count.calls == 0
+        table.add_row(*(f"more {n}" for n in range(8)))  # its own change still repaints it
+        await pilot.pause()
+        assert table.row_count == 2
+
+
+def test_progress_bar_fills_its_width() -> None:
+    empty, half, full = (progress_bar(p, 30) for p in (0.0, 0.5, 1.0))
+    assert all(bar.cell_length == 30 for bar in (empty, half, full))
+    assert half.plain.endswith(" 50%") and full.plain.endswith("100%")
+    assert progress_bar(7.0, 30).plain == full.plain  # out of range is clamped

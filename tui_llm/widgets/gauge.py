@@ -172,6 +172,8 @@ class GpuGauge(Vertical):
             name = dev.name
             if dev.description and dev.kind != "cpu":
                 name += f" {dev.description}"
+            if dev.kind != "cpu" and len(accelerators) == 1 and self._offloaded:
+                name += f" · {self._offloaded} layers"
             text.append(f"{INDENT}{name}\n")
             line = (
                 f"{INDENT * 2}free {human_bytes(dev.memory_free)} / {human_bytes(dev.memory_total)}"
@@ -179,7 +181,5 @@ class GpuGauge(Vertical):
             used_here = on_device.get(dev.name, 0)
             if used_here:
                 line += f" · engine {human_bytes(used_here)}"
-            if dev.kind != "cpu" and len(accelerators) == 1 and self._offloaded:
-                line += f" · {self._offloaded} layers"
             text.append(line + "\n")
         return text

@@ -382,6 +382,27 @@ async def test_message_sent_while_loading_is_answered_when_ready(model_8l: Path)
         assert roles(app) == ["user", "assistant"]
 
 
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+async def test_keys_typed_at_launch_reach_the_message_box(
+    model_8l: Path, size: tuple[int, int]
+) -> None:
+    """From the first frame until well after the first load, the message box has the focus."""
+    app = build(model_8l)
+    async with app.run_test(size=size) as pilot:
+        screen = app.main_screen
+        focused: set[str] = set()
+        for _ in range(200):
+            focused.add(type(app.focused).__name__)
+            if screen.loaded is not None and not screen.model_loading:
+                break
+            await pilot.pause(0.01)
+        for _ in range(30):
+            await pilot.pause(0.01)
+            focused.add(type(app.focused).__name__)
+        assert screen.loaded is not None
+        assert focused == {"PromptInput"}
+
+
 async def test_copy_last_code_block(model_8l: Path) -> None:
     app = build()
     app.autostart_engine = False

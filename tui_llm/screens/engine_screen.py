@@ -60,7 +60,6 @@ class EngineScreen(Screen[None]):
         self._previous_settings: LoadSettings | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._send_when_loaded = False
-        self._focus_chosen = False
         self.recorder = ConversationRecorder(None)
         self._n_past = 0
 
@@ -70,12 +69,6 @@ class EngineScreen(Screen[None]):
 
         assert isinstance(self.app, TuiLlmApp)
         return self.app
-
-    def _focus_prompt_if_lost(self) -> None:
-        if self._focus_chosen or not self.is_current:
-            return
-        if not isinstance(self.focused, PromptInput):
-            self.query_one(PromptInput).focus()
 
     def focus_prompt(self) -> None:
         """Focus the message box; focusing it again would repaint it for nothing."""

@@ -101,12 +101,7 @@ class MainScreen(EngineScreen):
         self.recorder = ConversationRecorder(
             self.tui.store, on_error=lambda text: self.notify(text, severity="warning", timeout=10)
         )
-        prompt = self.query_one(PromptInput)
-        prompt.focus()
-        # The first layouts hide and re-show widgets (tabs, breakpoints), which moves focus to
-        # whatever is next: put it back on the message box while the app settles.
-        for delay in (0.1, 0.3, 0.8):
-            self.set_timer(delay, self._focus_prompt_if_lost)
+        self.query_one(PromptInput).focus()
         self.conversation.system_prompt = self.tui.settings.system_prompt
         panel = self.query_one(OffloadPanel)
         self.tui.configure_offload_panel(panel)
@@ -360,7 +355,6 @@ class MainScreen(EngineScreen):
     # ---- panels and models ----------------------------------------------------------------------
 
     def action_toggle_browser(self) -> None:
-        self._focus_chosen = True
         browser = self.query_one(ModelBrowser)
         if self.has_class("-narrow"):
             self.toggle_class("-show-browser")
@@ -378,7 +372,6 @@ class MainScreen(EngineScreen):
             browser.focus_filter()
 
     def action_focus_offload(self) -> None:
-        self._focus_chosen = True
         panel = self.query_one(OffloadPanel)
         if panel.has_focus:
             self.query_one(PromptInput).focus()

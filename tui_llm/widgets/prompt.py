@@ -25,17 +25,6 @@ class PromptInput(TextArea):
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
         self.border_title = "Message · Enter send · Ctrl+J new line"
-        self._refocus_on_show = False
-
-    def on_blur(self) -> None:
-        # A relayout can hide the box for a frame, which takes focus away; the user did not ask.
-        if not self.region.area:
-            self._refocus_on_show = True
-
-    def on_show(self) -> None:
-        if self._refocus_on_show:
-            self._refocus_on_show = False
-            self.focus()
 
     def action_submit(self) -> None:
         text = self.text.strip()

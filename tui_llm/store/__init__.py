@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from tui_llm.store.conversations import (
-    DATABASE_NAME,
+from tui_llm.store.conversations import DATABASE_NAME, ConversationStore, default_path
+from tui_llm.store.records import (
     TITLE_MAX_CHARS,
     UNTITLED,
-    ConversationStore,
     ConversationSummary,
     Role,
     StoredConversation,
@@ -14,7 +13,6 @@ from tui_llm.store.conversations import (
     StoreError,
     StoreErrorKind,
     auto_title,
-    default_path,
 )
 
 __all__ = [

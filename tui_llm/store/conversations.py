@@ -12,113 +12,42 @@ connections (a second tui-llm) may read at any time and wait up to ``busy_timeou
 Every failure is a ``StoreError`` whose message is one line naming the file. A damaged or
 too-new database is never changed: the store stays unusable (the app goes on without saving)
 until ``recover()`` is called, which moves a damaged file aside and starts a new one.
+
+The record types, ``StoreError`` and the value conversions live in ``records``; the schema and its
+migrations in ``migrations``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any
 
 from tui_llm import paths
-from tui_llm.conversation import Conversation
-from tui_llm.engine.protocol import ChatMessage, ReplyStats
+from tui_llm.engine.protocol import ReplyStats
 from tui_llm.store import migrations
-
-Role = Literal["system", "user", "assistant"]
-StoreErrorKind = Literal["corrupt", "too_new", "busy", "missing", "io"]
+from tui_llm.store.records import (
+    UNTITLED,
+    ConversationSummary,
+    Role,
+    StoredConversation,
+    StoredMessage,
+    StoreError,
+    _check_role,
+    _stats_from_json,
+    _stats_json,
+    _storable,
+    auto_title,
+)
 
 DATABASE_NAME = "conversations.sqlite3"
-TITLE_MAX_CHARS = 60
-UNTITLED = "New conversation"
-_ROLES: frozenset[str] = frozenset(get_args(Role))
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _TITLE_SOURCE_CHARS = 4000  # enough of the first user message to find its first line
-
-
-class StoreError(Exception):
-    """The conversation store failed; ``str()`` is one line for the user, ``kind`` says why.
-
-    Kinds: ``corrupt`` (damaged file; ``recover()`` helps), ``too_new`` (written by a newer
-    tui-llm), ``busy`` (another process held the lock too long), ``missing`` (no such
-    conversation or message), ``io`` (anything else: permissions, disk full).
-    """
-
-    def __init__(self, message: str, kind: StoreErrorKind = "io") -> None:
-        super().__init__(" ".join(message.splitlines()))
-        self.kind: StoreErrorKind = kind
-
-
-@dataclass(frozen=True)
-class ConversationSummary:
-    """One row of the conversation list."""
-
-    id: int
-    title: str
-    created: float
-    updated: float
-    message_count: int
-    model_path: str | None
-
-    @property
-    def model_name(self) -> str | None:
-        """The model's file name, without its folder."""
-        return _model_name(self.model_path)
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    """One saved message; ``partial`` marks a reply that was stopped or interrupted."""
-
-    id: int
-    position: int
-    role: Role
-    content: str
-    partial: bool
-    stats: dict[str, Any] | None
-    created: float
-
-    def reply_stats(self) -> ReplyStats | None:
-        """The stats as ``ReplyStats`` when they hold every field it needs."""
-        if self.stats is None:
-            return None
-        names = [f.name for f in dataclasses.fields(ReplyStats)]
-        try:
-            return ReplyStats(**{name: self.stats[name] for name in names})
-        except (KeyError, TypeError):
-            return None
-
-
-@dataclass(frozen=True)
-class StoredConversation:
-    """A saved conversation with its messages in order."""
-
-    id: int
-    title: str
-    model_path: str | None
-    system_prompt: str
-    created: float
-    updated: float
-    messages: list[StoredMessage]
-
-    @property
-    def model_name(self) -> str | None:
-        return _model_name(self.model_path)
-
-    def to_conversation(self) -> Conversation:
-        """The in-memory conversation to continue this one."""
-        turns = [ChatMessage(message.role, message.content) for message in self.messages]
-        return Conversation(system_prompt=self.system_prompt, turns=turns)
 
 
 def default_path() -> Path:
@@ -126,57 +55,10 @@ def default_path() -> Path:
     return paths.data_dir() / DATABASE_NAME
 
 
-def auto_title(first_user_message: str | None) -> str | None:
-    """The first non-blank line of the first user message, cut to ``TITLE_MAX_CHARS``."""
-    for line in (first_user_message or "").splitlines():
-        line = line.strip()
-        if line:
-            if len(line) <= TITLE_MAX_CHARS:
-                return line
-            return line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
-    return None
-
-
-def _model_name(model_path: str | None) -> str | None:
-    return Path(model_path).name if model_path else None
-
-
-def _storable(text: str) -> str:
-    """``text`` as valid UTF-8: lone surrogates (never typed, but possible) become U+FFFD."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE_RE.sub("\ufffd", text)
-    return text
-
-
-def _stats_json(stats: Mapping[str, Any] | ReplyStats | None) -> str | None:
-    if stats is None:
-        return None
-    if isinstance(stats, ReplyStats):
-        stats = dataclasses.asdict(stats)
-    return json.dumps(dict(stats), separators=(",", ":"))
-
-
-def _stats_from_json(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _like_pattern(text: str) -> str:
     """A LIKE pattern matching ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-def _check_role(role: str) -> None:
-    if role not in _ROLES:
-        raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")
 
 
 def _is_corruption(exc: sqlite3.Error) -> bool:

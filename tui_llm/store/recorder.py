@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 
 from tui_llm.engine.protocol import ReplyStats
-from tui_llm.store.conversations import ConversationStore, StoredConversation, StoreError
+from tui_llm.store.conversations import ConversationStore
+from tui_llm.store.records import StoredConversation, StoreError
 
 PARTIAL_SAVE_INTERVAL_S = 1.0
 

@@ -19,14 +19,9 @@ from textual.widgets import DataTable, Input
 from tests import hub_fixtures
 from tests.hubserver import FakeHub
 from tui_llm.catalog.hub_cache import list_cached_ggufs
-from tui_llm.widgets.hub import (
-    BEST_MARKER,
-    OFFLINE_TEXT,
-    DownloadRow,
-    HubModelDownloaded,
-    HubPanel,
-    HubSearchAnswer,
-)
+from tui_llm.widgets.hub import BEST_MARKER, OFFLINE_TEXT, HubPanel
+from tui_llm.widgets.hub_downloads import DownloadRow
+from tui_llm.widgets.hub_messages import HubModelDownloaded, HubSearchAnswer
 
 hub_server_session = hub_fixtures.hub_server_session
 hub_server = hub_fixtures.hub_server

@@ -28,7 +28,8 @@ from tui_llm.store.recorder import ConversationRecorder
 from tui_llm.widgets.browser import ModelBrowser
 from tui_llm.widgets.chat import ChatView, code_blocks, format_stats
 from tui_llm.widgets.gauge import GpuGauge
-from tui_llm.widgets.hub import HubModelDownloaded, HubPanel
+from tui_llm.widgets.hub import HubPanel
+from tui_llm.widgets.hub_messages import HubModelDownloaded
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
 from tui_llm.widgets.textline import TextLine

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import ClassVar
 
 import psutil
@@ -21,22 +19,20 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.message import Message
+from textual.containers import Vertical
 from textual.timer import Timer
-from textual.widgets import DataTable, Input, ListItem, ListView, ProgressBar, Static
+from textual.widgets import DataTable, Input, ListView, Static
 
 from tui_llm.catalog.hub import (
     FitBadge,
     HubError,
-    HubModel,
     HubSettings,
     RatedOption,
     list_repo_ggufs,
     rate_options,
     search_models,
 )
-from tui_llm.catalog.hub_download import DownloadRequest, DownloadResult
+from tui_llm.catalog.hub_download import DownloadRequest
 from tui_llm.catalog.hub_queue import (
     DownloadCancelled,
     DownloadEvent,
@@ -48,18 +44,10 @@ from tui_llm.catalog.hub_queue import (
     DownloadStarted,
 )
 from tui_llm.catalog.metadata import human_bytes, human_count
+from tui_llm.widgets.hub_downloads import DownloadRow, HubDownloadEvent
+from tui_llm.widgets.hub_messages import HubFilesAnswer, HubModelDownloaded, HubSearchAnswer
 
-__all__ = [
-    "OFFLINE_TEXT",
-    "DownloadRow",
-    "FreeMemory",
-    "HubDownloadEvent",
-    "HubFilesAnswer",
-    "HubModelDownloaded",
-    "HubPanel",
-    "HubSearchAnswer",
-    "host_free_memory",
-]
+__all__ = ["OFFLINE_TEXT", "FreeMemory", "HubPanel", "host_free_memory"]
 
 OFFLINE_TEXT = "Offline (HF_HUB_OFFLINE is set): the Hub is not reachable; local models still work"
 SEARCH_DEBOUNCE_S = 0.3
@@ -74,119 +62,8 @@ def host_free_memory() -> tuple[int | None, int | None]:
     return None, int(psutil.virtual_memory().available)
 
 
-def _duration(seconds: float) -> str:
-    whole = int(seconds + 0.5)
-    if whole >= 3600:
-        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-    return f"{whole // 60}:{whole % 60:02d}"
-
-
 def _unexpected(what: str, exc: Exception) -> HubError:
     return HubError("protocol", f"{what}: unexpected error: {exc}")
-
-
-@dataclass
-class HubModelDownloaded(Message):
-    """A model was downloaded into the Hugging Face cache and read as a valid GGUF (bubbles).
-
-    `path` is the file to load (the first shard of a split model).
-    """
-
-    path: Path
-    result: DownloadResult
-
-
-class HubDownloadEvent(Message, bubble=False):
-    """A download queue event, posted by the queue's thread to the panel.
-
-    A progress event replaces the previous, unhandled progress event of the same job.
-    """
-
-    def __init__(self, event: DownloadEvent) -> None:
-        super().__init__()
-        self.event = event
-
-    def can_replace(self, message: Message) -> bool:
-        return (
-            isinstance(message, HubDownloadEvent)
-            and isinstance(self.event, DownloadProgress)
-            and isinstance(message.event, DownloadProgress)
-            and message.event.job_id == self.event.job_id
-        )
-
-
-class HubSearchAnswer(Message, bubble=False):
-    """A search worker's answer: models or an error, for the search numbered `seq`."""
-
-    def __init__(
-        self, seq: int, query: str, models: list[HubModel] | None, error: HubError | None
-    ) -> None:
-        super().__init__()
-        self.seq, self.query, self.models, self.error = seq, query, models, error
-
-
-class HubFilesAnswer(Message, bubble=False):
-    """A listing worker's answer: rated options or an error, for the listing numbered `seq`."""
-
-    def __init__(
-        self, seq: int, repo_id: str, rated: list[RatedOption] | None, error: HubError | None
-    ) -> None:
-        super().__init__()
-        self.seq, self.repo_id, self.rated, self.error = seq, repo_id, rated, error
-
-
-class DownloadRow(ListItem):
-    """One download in the list: its name, a progress bar, and bytes, speed and time left."""
-
-    DEFAULT_CSS = """
-    DownloadRow { height: 1; }
-    DownloadRow > Horizontal { height: 1; }
-    DownloadRow .label { width: 1fr; padding: 0 1; }
-    DownloadRow ProgressBar { width: auto; }
-    DownloadRow Bar { width: 16; }
-    DownloadRow .detail { width: 48; padding: 0 1; color: $text-muted; }
-    DownloadRow.-failed .detail { color: $error; }
-    DownloadRow.-done .detail { color: $success; }
-    """
-
-    def __init__(self, job_id: int, request: DownloadRequest) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.request = request
-        self.state = "queued"
-        self.label = Static(request.label, markup=False, classes="label")
-        self.bar = ProgressBar(total=request.size_bytes, show_eta=False)
-        self.detail = Static("queued", markup=False, classes="detail")
-
-    def compose(self) -> ComposeResult:
-        with Horizontal():
-            yield self.label
-            yield self.bar
-            yield self.detail
-
-    @property
-    def active(self) -> bool:
-        """Queued or running, and not being cancelled: something `x` can cancel."""
-        return self.state in ("queued", "running")
-
-    def show(self, state: str, detail: str) -> None:
-        self.state = state
-        self.set_class(state == "failed", "-failed")
-        self.set_class(state == "done", "-done")
-        self.detail.update(detail)
-
-    def show_progress(self, progress: DownloadProgress) -> None:
-        total = progress.total_bytes
-        self.bar.update(total=total, progress=progress.done_bytes)
-        parts = [human_bytes(progress.done_bytes)]
-        if total is not None:
-            parts[0] += f" / {human_bytes(total)}"
-        if progress.bytes_per_s:
-            parts.append(f"{human_bytes(int(progress.bytes_per_s))}/s")
-        if progress.eta_s is not None:
-            parts.append(f"{_duration(progress.eta_s)} left")
-        if self.state != "cancelling":
-            self.show("running", " · ".join(parts))
 
 
 class HubPanel(Vertical):

@@ -165,9 +165,9 @@ def engine_model_params() -> Iterator[bool]:
     """
     import llama_cpp.llama_cpp as llama_lib
 
-    from tui_llm.engine.worker import _cpu_has_amx
+    from tui_llm.engine.load_params import cpu_has_amx
 
-    repack = not _cpu_has_amx()
+    repack = not cpu_has_amx()
     original = llama_lib.llama_model_default_params
 
     def params() -> Any:
@@ -187,7 +187,7 @@ def raw_load(settings: LoadSettings) -> Any:
     from llama_cpp import Llama
 
     from tui_llm.engine import native
-    from tui_llm.engine.worker import llama_kwargs
+    from tui_llm.engine.load_params import llama_kwargs
 
     for endpoint in settings.rpc_servers:
         native.add_rpc_server(endpoint)

@@ -15,12 +15,11 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import IO, Any
 
-from tui_llm.engine import chat_format
+from tui_llm.engine import chat_format, kvstate
+from tui_llm.engine.load_params import KV_TYPE_IDS, llama_kwargs, progress_hook
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
@@ -49,48 +48,6 @@ from tui_llm.engine.protocol import (
     encode,
 )
 from tui_llm.engine.streaming import find_stop, held_back, tokens_to_evaluate
-
-_KV_TYPE_IDS = {
-    "f32": 0,
-    "f16": 1,
-    "q4_0": 2,
-    "q4_1": 3,
-    "q5_0": 6,
-    "q5_1": 7,
-    "q8_0": 8,
-    "bf16": 30,
-}
-
-
-def llama_kwargs(settings: LoadSettings) -> dict[str, Any]:
-    """``Llama()`` keyword arguments for load settings (the engine's and its benchmark's)."""
-    kv_type = _KV_TYPE_IDS[settings.kv_cache_type]
-    return {
-        "n_gpu_layers": settings.offload_for_llama(),
-        "n_ctx": settings.n_ctx,
-        "n_batch": settings.n_batch,
-        "n_ubatch": settings.n_ubatch,
-        "n_threads": settings.n_threads,
-        "n_threads_batch": settings.n_threads,
-        "flash_attn": settings.flash_attn,
-        "type_k": kv_type,
-        "type_v": kv_type,
-        "use_mmap": settings.use_mmap,
-        "offload_kqv": settings.offload_kqv,
-    }
-
-
-class LoadCancelled(Exception):
-    """The user cancelled a load through the progress callback."""
-
-
-@dataclass
-class _SavedState:
-    """A conversation's KV cache taken out of llama.cpp, device-independent."""
-
-    data: bytes
-    input_ids: list[int]
-    n_tokens: int
 
 
 class Worker:
@@ -201,43 +158,11 @@ class Worker:
             self._llm = None
         self._settings = None
 
-    def _save_state(self) -> _SavedState | None:
-        import llama_cpp
-
-        llm = self._llm
-        if llm is None or llm.n_tokens == 0:
-            return None
-        ctx = llm._ctx.ctx
-        size = llama_cpp.llama_state_get_size(ctx)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_get_data(ctx, buffer, size)
-        return _SavedState(
-            # string_at copies in C; bytes(buffer[:n]) builds a list of n ints first (1 s / 70 MB).
-            data=ctypes.string_at(buffer, written),
-            input_ids=[int(t) for t in llm.input_ids[: llm.n_tokens]],
-            n_tokens=int(llm.n_tokens),
-        )
-
-    def _restore_state(self, state: _SavedState) -> int:
-        import llama_cpp
-
-        llm = self._llm
-        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
-        if llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, len(state.data)) == 0:
-            return 0
-        llm.input_ids[: state.n_tokens] = state.input_ids
-        llm.n_tokens = state.n_tokens
-        llm._requires_eval = True
-        return state.n_tokens
-
-    @contextmanager
-    def _progress_hook(self, request_id: int) -> Iterator[None]:
-        """Install a progress callback on the params ``Llama()`` builds; ``False`` aborts."""
-        import llama_cpp.llama_cpp as llama_cpp
-
+    def _progress_reporter(self, request_id: int) -> Callable[[float], bool]:
+        """A load progress callback: sends progress events; ``False`` (cancelled) aborts."""
         last = [-1.0]
 
-        def on_progress(progress: float, _user: ctypes.c_void_p) -> bool:
+        def on_progress(progress: float) -> bool:
             if self.is_cancelled(request_id):
                 return False
             if progress - last[0] >= 0.01 or progress >= 1.0:
@@ -245,24 +170,7 @@ class Worker:
                 self.send(ProgressEvent(request_id, float(progress)))
             return True
 
-        callback = llama_cpp.llama_progress_callback(on_progress)
-        original = llama_cpp.llama_model_default_params
-
-        repack = not _cpu_has_amx()
-
-        def params_with_progress() -> Any:
-            params = original()
-            params.progress_callback = callback
-            # llama.cpp's AMX weight repacking segfaults on the first matmul of quantized models
-            # (ggml-org/llama.cpp#20824); on AMX CPUs keep weights in their plain layout.
-            params.use_extra_bufts = repack
-            return params
-
-        llama_cpp.llama_model_default_params = params_with_progress
-        try:
-            yield
-        finally:
-            llama_cpp.llama_model_default_params = original
+        return on_progress
 
     def load(self, request: LoadRequest) -> None:
         from llama_cpp import Llama
@@ -279,7 +187,7 @@ class Worker:
         except (GGUFError, OSError) as exc:
             self.send(ErrorEvent(rid, "bad_model", _one_line(exc)))
             return
-        if settings.kv_cache_type not in _KV_TYPE_IDS:
+        if settings.kv_cache_type not in KV_TYPE_IDS:
             self.send(
                 ErrorEvent(rid, "bad_request", f"unknown KV cache type {settings.kv_cache_type}")
             )
@@ -297,7 +205,7 @@ class Worker:
             and self._settings is not None
             and settings.kv_compatible_with(self._settings)
         ):
-            state = self._save_state()
+            state = kvstate.save_state(self._llm)
         self._unload()
 
         started = time.perf_counter()
@@ -305,7 +213,7 @@ class Worker:
         kind: ErrorKind = "bad_model"
         with self._sink.capture() as lines:
             try:
-                with self._progress_hook(rid):
+                with progress_hook(self._progress_reporter(rid)):
                     self._llm = Llama(settings.model_path, verbose=True, **llama_kwargs(settings))
             except (ValueError, RuntimeError, OSError) as exc:
                 error = _one_line(exc)
@@ -323,7 +231,7 @@ class Worker:
             return
         self._settings = settings
         self._choose_template(settings)
-        restored = self._restore_state(state) if state is not None else 0
+        restored = kvstate.restore_state(self._llm, state) if state is not None else 0
         self.send(
             LoadedEvent(
                 request_id=rid,
@@ -475,18 +383,6 @@ class Worker:
             total_s=ended - started,
         )
         self.send(DoneEvent(rid, text, finish, stats, int(llm.n_tokens)))  # type: ignore[arg-type]
-
-
-def _cpu_has_amx() -> bool:
-    """Whether this CPU has Intel AMX (Linux only; elsewhere there is no AMX backend)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return "amx_tile" in line.split()
-    except OSError:
-        pass
-    return False
 
 
 def _one_line(exc: BaseException) -> str:

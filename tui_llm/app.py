@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from textual.app import App, SystemCommand
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 from textual.theme import Theme
 
 from tui_llm import config as config_mod
+from tui_llm.commands import ModelCommands, system_commands
 from tui_llm.engine.client import EngineClient, EngineError
 from tui_llm.engine.protocol import (
     LoadedEvent,
@@ -36,30 +34,6 @@ CUDA_FIX = (
     'reinstall with CMAKE_ARGS="-DGGML_CUDA=on -DGGML_RPC=on" pip install --no-cache-dir '
     "--force-reinstall llama-cpp-python"
 )
-
-
-class ModelCommands(Provider):
-    """The fuzzy model picker: every model found, recent ones first."""
-
-    async def discover(self) -> Hits:
-        app = self.app
-        assert isinstance(app, TuiLlmApp)
-        for path in app.picker_models()[:30]:
-            yield DiscoveryHit(path.name, partial(app.request_load, path), help=str(path.parent))
-
-    async def search(self, query: str) -> Hits:
-        app = self.app
-        assert isinstance(app, TuiLlmApp)
-        matcher = self.matcher(query)
-        for path in app.picker_models():
-            score = matcher.match(f"{path.name} {path.parent.name}")
-            if score > 0:
-                yield Hit(
-                    score,
-                    matcher.highlight(path.name),
-                    partial(app.request_load, path),
-                    help=str(path.parent),
-                )
 
 
 class TuiLlmApp(App[None]):
@@ -388,50 +362,8 @@ class TuiLlmApp(App[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         main = next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
-        if main is None:
-            return
-        yield SystemCommand("Help: keys", "Every key of tui-llm (F1)", self.action_help)
-        yield SystemCommand(
-            "Pick a model", "Fuzzy search of local models (Ctrl+L)", self.action_pick_model
-        )
-        yield SystemCommand(
-            "Recent models", "Load one of the last models (F2)", self.action_recent_models
-        )
-        yield SystemCommand(
-            "Next model",
-            "Load the next model in the list (F8)",
-            partial(main.action_cycle_model, 1),
-        )
-        yield SystemCommand(
-            "Previous model", "Load the previous model (F7)", partial(main.action_cycle_model, -1)
-        )
-        yield SystemCommand("New chat", "Clear the conversation (Ctrl+N)", main.action_new_chat)
-        yield SystemCommand("Conversations", "Open a saved conversation (F3)", main.action_history)
-        yield SystemCommand(
-            "Regenerate", "Regenerate the last reply (Ctrl+R)", main.action_regenerate
-        )
-        yield SystemCommand("Edit last message", "Edit and resend (Ctrl+E)", main.action_edit_last)
-        yield SystemCommand("Copy last reply", "OSC 52 clipboard (Ctrl+Y)", main.action_copy_reply)
-        yield SystemCommand(
-            "Copy last code block", "OSC 52 clipboard (Ctrl+K)", main.action_copy_code
-        )
-        yield SystemCommand(
-            "Sampling settings", "Temperature, top-p, system prompt (Ctrl+T)", main.action_sampling
-        )
-        yield SystemCommand(
-            "GPU offload", "Focus the offload control (Ctrl+O)", main.action_focus_offload
-        )
-        yield SystemCommand(
-            "Restart engine",
-            "After a crash, with fewer GPU layers (F5)",
-            main.action_restart_engine,
-        )
-        for number, path in enumerate(self.recent_models()[:9], start=1):
-            yield SystemCommand(
-                f"Load recent {number}: {path.name}",
-                str(path.parent),
-                partial(self.request_load, path),
-            )
+        if main is not None:
+            yield from system_commands(self, main)
 
 
 def make_app(
@@ -443,61 +375,3 @@ def make_app(
 ) -> TuiLlmApp:
     """Build the app from injected parts (tests pass their own monitor, scanner, engine)."""
     return TuiLlmApp(settings, engine or EngineClient(), monitor, scanner, **kwargs)
-
-
-def run_app(model: Path | None, args: argparse.Namespace) -> int:
-    """Open the app (``tui-llm [MODEL]``) with the user's settings and real parts."""
-    from tui_llm.catalog.discovery import iter_local_models
-    from tui_llm.gpu import MonitorThread, create_monitor
-    from tui_llm.store import ConversationStore
-
-    settings, warning = config_mod.load_settings()
-    dirs = config_mod.model_dirs(settings)
-    interval = 1.0
-    monitor = MonitorThread(create_monitor(), interval_s=interval)
-    app = make_app(
-        settings,
-        EngineClient(),
-        monitor,
-        scanner=lambda: scan_with_demo(iter_local_models, dirs),
-        initial_model=model,
-        settings_warning=warning,
-        sample_interval_s=interval,
-        store=ConversationStore(),
-    )
-    app.load_overrides = load_overrides_from_args(args)
-    app.run()
-    return 0
-
-
-def scan_with_demo(
-    iter_local_models: Callable[[list[Path]], Iterable[Any]], dirs: list[Path]
-) -> Iterable[Any]:
-    """The user's models, with the built-in demo model always offered (written on first use)."""
-    from tui_llm.catalog.demo import ensure_demo_model
-
-    try:
-        demo = ensure_demo_model()
-    except OSError:
-        return iter_local_models(dirs)
-    return iter_local_models([demo.parent, *dirs])
-
-
-def load_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Load options given on the command line; they win over saved profiles for this run."""
-    overrides: dict[str, Any] = {}
-    if getattr(args, "offload", None) is not None:
-        overrides["offload"] = args.offload
-    if getattr(args, "ctx", None):
-        overrides["n_ctx"] = args.ctx
-    if getattr(args, "flash_attn", None):
-        overrides["flash_attn"] = True
-    if getattr(args, "kv_type", None):
-        overrides["kv_cache_type"] = args.kv_type
-    if getattr(args, "rpc", None):
-        overrides["rpc_servers"] = tuple(args.rpc)
-    if getattr(args, "chat_format", None):
-        overrides["chat_format"] = args.chat_format
-    if getattr(args, "threads", None):
-        overrides["n_threads"] = args.threads
-    return overrides

@@ -344,7 +344,7 @@ def _run_rpc_server(args: argparse.Namespace) -> int:
 def _run_app(argv: Sequence[str]) -> int:
     args = build_app_parser().parse_args(list(argv))
     model = resolve_model(args.model) if args.model else None
-    from tui_llm.app import run_app
+    from tui_llm.launch import run_app
 
     return run_app(model=model, args=args)
 

@@ -1,0 +1,86 @@
+"""The command palette: the fuzzy model picker and every action of the app by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.app import SystemCommand
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from tui_llm.app import TuiLlmApp
+    from tui_llm.screens.main import MainScreen
+
+
+def _tui(provider: Provider) -> TuiLlmApp:
+    from tui_llm.app import TuiLlmApp
+
+    app = provider.app
+    assert isinstance(app, TuiLlmApp)
+    return app
+
+
+class ModelCommands(Provider):
+    """The fuzzy model picker: every model found, recent ones first."""
+
+    async def discover(self) -> Hits:
+        app = _tui(self)
+        for path in app.picker_models()[:30]:
+            yield DiscoveryHit(path.name, partial(app.request_load, path), help=str(path.parent))
+
+    async def search(self, query: str) -> Hits:
+        app = _tui(self)
+        matcher = self.matcher(query)
+        for path in app.picker_models():
+            score = matcher.match(f"{path.name} {path.parent.name}")
+            if score > 0:
+                yield Hit(
+                    score,
+                    matcher.highlight(path.name),
+                    partial(app.request_load, path),
+                    help=str(path.parent),
+                )
+
+
+def system_commands(app: TuiLlmApp, main: MainScreen) -> Iterator[SystemCommand]:
+    """The app's own palette entries, each with its key."""
+    yield SystemCommand("Help: keys", "Every key of tui-llm (F1)", app.action_help)
+    yield SystemCommand(
+        "Pick a model", "Fuzzy search of local models (Ctrl+L)", app.action_pick_model
+    )
+    yield SystemCommand(
+        "Recent models", "Load one of the last models (F2)", app.action_recent_models
+    )
+    yield SystemCommand(
+        "Next model",
+        "Load the next model in the list (F8)",
+        partial(main.action_cycle_model, 1),
+    )
+    yield SystemCommand(
+        "Previous model", "Load the previous model (F7)", partial(main.action_cycle_model, -1)
+    )
+    yield SystemCommand("New chat", "Clear the conversation (Ctrl+N)", main.action_new_chat)
+    yield SystemCommand("Conversations", "Open a saved conversation (F3)", main.action_history)
+    yield SystemCommand("Regenerate", "Regenerate the last reply (Ctrl+R)", main.action_regenerate)
+    yield SystemCommand("Edit last message", "Edit and resend (Ctrl+E)", main.action_edit_last)
+    yield SystemCommand("Copy last reply", "OSC 52 clipboard (Ctrl+Y)", main.action_copy_reply)
+    yield SystemCommand("Copy last code block", "OSC 52 clipboard (Ctrl+K)", main.action_copy_code)
+    yield SystemCommand(
+        "Sampling settings", "Temperature, top-p, system prompt (Ctrl+T)", main.action_sampling
+    )
+    yield SystemCommand(
+        "GPU offload", "Focus the offload control (Ctrl+O)", main.action_focus_offload
+    )
+    yield SystemCommand(
+        "Restart engine",
+        "After a crash, with fewer GPU layers (F5)",
+        main.action_restart_engine,
+    )
+    for number, path in enumerate(app.recent_models()[:9], start=1):
+        yield SystemCommand(
+            f"Load recent {number}: {path.name}",
+            str(path.parent),
+            partial(app.request_load, path),
+        )

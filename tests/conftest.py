@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -114,13 +115,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def rpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A llama.cpp RPC server on 127.0.0.1 backed by the CPU: the tests' "GPU"."""
+@contextlib.contextmanager
+def _rpc_server_process(log: Path) -> Iterator[str]:
+    """Run ``tui-llm rpc-server`` on a free port of 127.0.0.1 until the block ends."""
     if not rpc_available():
         pytest.fail("llama-cpp-python has no RPC backend (rebuild with -DGGML_RPC=on)")
     port = _free_port()
-    log = tmp_path_factory.mktemp("rpc") / "rpc-server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tui_llm", "rpc-server", "--port", str(port), "--threads", "1"],
@@ -128,18 +128,33 @@ def rpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"rpc-server exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"rpc-server exited: {log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("rpc-server did not start listening")
+        yield f"127.0.0.1:{port}"
+    finally:
         proc.kill()
-        pytest.fail("rpc-server did not start listening")
-    yield f"127.0.0.1:{port}"
-    proc.kill()
-    proc.wait()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def rpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A llama.cpp RPC server on 127.0.0.1 backed by the CPU: the tests' "GPU"."""
+    with _rpc_server_process(tmp_path_factory.mktemp("rpc") / "rpc-server.log") as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def second_rpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Another RPC server: a load over two devices splits the layers between them."""
+    with _rpc_server_process(tmp_path_factory.mktemp("rpc2") / "rpc-server.log") as address:
+        yield address

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import engine, settings, user
-from tui_llm.engine.logparse import is_host_buffer
-from tui_llm.engine.protocol import BufferSize, ChatMessage, SamplingParams
+from tui_llm.engine.logparse import is_host_buffer, totals_by_device
+from tui_llm.engine.protocol import BufferSize, ChatMessage, DeviceLayers, SamplingParams
 
 pytestmark = pytest.mark.rpc
 
@@ -45,6 +45,9 @@ async def test_offload_none_part_all_moves_buffers(rpc_server: str, model_8l: Pa
     none, part, full = results[0][0], results[4][0], results["all"][0]
     assert none.offloaded_layers == 0 and part.offloaded_layers == 4
     assert full.offloaded_layers == full.total_layers == 9
+    assert none.layers_by_device == ()
+    assert part.layers_by_device == (DeviceLayers("RPC0", 4),)
+    assert full.layers_by_device == (DeviceLayers("RPC0", 9),)
     assert on_device(none.buffers, "model") == 0 and on_device(none.buffers, "kv") == 0
     assert 0 < on_device(part.buffers, "model") < on_device(full.buffers, "model")
     assert 0 < on_device(part.buffers, "kv") < on_device(full.buffers, "kv")
@@ -55,6 +58,25 @@ async def test_offload_none_part_all_moves_buffers(rpc_server: str, model_8l: Pa
         > on_host(full.buffers, "model")
     )
     assert results[0][1] == results[4][1] == results["all"][1]
+
+
+async def test_two_devices_split_the_layers(
+    rpc_server: str, second_rpc_server: str, model_8l: Path
+) -> None:
+    """Two RPC servers (two machines' GPUs, say): each gets a share of the layers and buffers."""
+    async with engine() as client:
+        loaded = await client.load(
+            settings(model_8l, rpc_servers=(rpc_server, second_rpc_server), offload_layers="all")
+        )
+        done = await client.chat([user("say something")], GREEDY)
+    names = [d.device for d in loaded.layers_by_device]
+    assert names == ["RPC0", "RPC1"], loaded.layers_by_device
+    assert all(d.layers > 0 for d in loaded.layers_by_device)
+    assert sum(d.layers for d in loaded.layers_by_device) == loaded.offloaded_layers == 9
+    # llama.cpp names both servers' buffers RPC0[endpoint]; the endpoint tells them apart.
+    on = totals_by_device([b for b in loaded.buffers if b.kind == "model"], loaded.devices)
+    assert on.get("RPC0", 0) > 0 and on.get("RPC1", 0) > 0, (loaded.buffers, loaded.devices)
+    assert done.text
 
 
 async def test_reload_0_all_0_keeps_the_conversation(rpc_server: str, model_8l: Path) -> None:

@@ -8,6 +8,8 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from tui_llm.engine.protocol import BufferSize, DeviceInfo, DeviceLayers
+from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.offload import progress_bar
 from tui_llm.widgets.table import QuietTable
 from tui_llm.widgets.textline import TextLine, rows_if_unwrapped
@@ -89,3 +91,34 @@ def test_progress_bar_fills_its_width() -> None:
     assert all(bar.cell_length == 30 for bar in (empty, half, full))
     assert half.plain.endswith(" 50%") and full.plain.endswith("100%")
     assert progress_bar(7.0, 30).plain == full.plain  # out of range is clamped
+
+
+class GaugeApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield GpuGauge(id="gauge")
+
+
+async def test_gauge_lists_every_device_with_its_layers_and_buffers() -> None:
+    """A model split over two RPC servers: each device line has its own layers and bytes."""
+    gib, mib = 1 << 30, 1 << 20
+    devices = (
+        DeviceInfo("CPU", "Xeon", "cpu", 20 * gib, 24 * gib),
+        DeviceInfo("RPC0", "127.0.0.1:50052", "gpu", 7 * gib, 8 * gib),
+        DeviceInfo("RPC1", "127.0.0.1:50053", "gpu", 3 * gib, 4 * gib),
+    )
+    buffers = (
+        BufferSize("CPU_Mapped", "model", 5 * mib),
+        BufferSize("RPC0[127.0.0.1:50052]", "model", 30 * mib),
+        BufferSize("RPC0[127.0.0.1:50053]", "model", 20 * mib),
+    )
+    app = GaugeApp()
+    async with app.run_test(size=(80, 20)) as pilot:
+        gauge = app.query_one(GpuGauge)
+        gauge.set_engine(1, devices, buffers, 9, (DeviceLayers("RPC0", 5), DeviceLayers("RPC1", 4)))
+        await pilot.pause()
+        lines = [line.strip() for line in str(gauge.query_one(".devices").render()).splitlines()]
+    assert "RPC0 127.0.0.1:50052 · 5 layers" in lines
+    assert "RPC1 127.0.0.1:50053 · 4 layers" in lines
+    assert "free 7 GiB / 8 GiB · engine 30 MiB" in lines
+    assert "free 3 GiB / 4 GiB · engine 20 MiB" in lines
+    assert "free 20 GiB / 24 GiB · engine 5 MiB" in lines

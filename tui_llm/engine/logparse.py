@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tui_llm.engine.protocol import BufferSize
+from tui_llm.engine.protocol import BufferSize, DeviceInfo, DeviceLayers
 
 MIB = 1024 * 1024
 
@@ -19,6 +19,7 @@ _BUFFER_RE = re.compile(
     r"(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[0-9.]+)\s*MiB"
 )
 _OFFLOADED_RE = re.compile(r"offloaded (?P<done>\d+)/(?P<total>\d+) layers to GPU")
+_ASSIGNED_RE = re.compile(r"layer\s+(?P<layer>\d+) assigned to device (?P<device>[^,\s]+)")
 _KINDS = {"model": "model", "KV": "kv", "compute": "compute", "output": "output", "RS": "recurrent"}
 _OOM_MARKERS = (
     "failed to allocate",
@@ -49,14 +50,20 @@ class LoadReport:
     offloaded_layers: int
     total_layers: int
     out_of_memory: bool
+    layers_by_device: tuple[DeviceLayers, ...] = ()
 
 
 def parse_load_log(lines: Iterable[str]) -> LoadReport:
-    """Gather buffers, the offloaded layer count and any allocation failure from log lines."""
+    """Gather buffers, the offloaded layer count and any allocation failure from log lines.
+
+    ``layers_by_device`` counts llama.cpp's ``layer N assigned to device X`` lines (the output
+    layer is the last N) for every device but the host CPU, in the order devices first appear.
+    """
     buffers: list[BufferSize] = []
     offloaded = 0
     total = 0
     oom = False
+    device_of_layer: dict[int, str] = {}
     for line in lines:
         buf = parse_buffer_line(line)
         if buf is not None:
@@ -66,9 +73,18 @@ def parse_load_log(lines: Iterable[str]) -> LoadReport:
         if match:
             offloaded, total = int(match["done"]), int(match["total"])
             continue
+        assigned = _ASSIGNED_RE.search(line)
+        if assigned:
+            device_of_layer[int(assigned["layer"])] = device_of_buffer(assigned["device"])
+            continue
         if any(marker in line for marker in _OOM_MARKERS):
             oom = True
-    return LoadReport(tuple(buffers), offloaded, total, oom)
+    counts: dict[str, int] = {}
+    for device in device_of_layer.values():
+        if not is_host_buffer(device):
+            counts[device] = counts.get(device, 0) + 1
+    layers = tuple(DeviceLayers(device, n) for device, n in counts.items())
+    return LoadReport(tuple(buffers), offloaded, total, oom, layers)
 
 
 _ACCELERATOR_PREFIXES = (
@@ -101,20 +117,31 @@ def is_host_buffer(device: str) -> bool:
     return not device.startswith(_ACCELERATOR_PREFIXES)
 
 
-def device_of_buffer(device: str) -> str:
+def device_of_buffer(device: str, devices: Iterable[DeviceInfo] = ()) -> str:
     """The device a buffer belongs to, by its ``ggml_backend_dev_name``.
 
-    ``CPU_Mapped`` and ``CUDA_Host`` -> ``CPU``; ``RPC0[127.0.0.1:50052]`` -> ``RPC0``.
+    ``CPU_Mapped`` and ``CUDA_Host`` -> ``CPU``; ``RPC0[127.0.0.1:50052]`` -> ``RPC0``. llama.cpp
+    names the buffers of every RPC server ``RPC0[endpoint]``: with ``devices`` given, the endpoint
+    picks the device (``RPC1`` for the second server).
     """
     if is_host_buffer(device):
         return "CPU"
-    return device.split("[", 1)[0]
+    name, _, rest = device.partition("[")
+    endpoint = rest.rstrip("]")
+    if endpoint:
+        for dev in devices:
+            if endpoint in dev.description.split():
+                return dev.name
+    return name
 
 
-def totals_by_device(buffers: Iterable[BufferSize]) -> dict[str, int]:
+def totals_by_device(
+    buffers: Iterable[BufferSize], devices: Iterable[DeviceInfo] = ()
+) -> dict[str, int]:
     """Bytes per device name, as ``ggml_backend_dev_name`` gives it (host buffers: ``CPU``)."""
+    known = tuple(devices)
     totals: dict[str, int] = {}
     for buf in buffers:
-        dev = device_of_buffer(buf.device)
+        dev = device_of_buffer(buf.device, known)
         totals[dev] = totals.get(dev, 0) + buf.size_bytes
     return totals

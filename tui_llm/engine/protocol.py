@@ -92,6 +92,14 @@ class BufferSize:
 
 
 @dataclass(frozen=True)
+class DeviceLayers:
+    """How many of the model's layers llama.cpp assigned to one device (the output layer counts)."""
+
+    device: str
+    layers: int
+
+
+@dataclass(frozen=True)
 class ReplyStats:
     """What a user wants to know about a reply's speed."""
 
@@ -190,6 +198,7 @@ class LoadedEvent:
     load_seconds: float
     kv_restored_tokens: int
     n_ctx_train: int
+    layers_by_device: tuple[DeviceLayers, ...] = ()
     type: Literal["loaded"] = "loaded"
 
 

@@ -246,6 +246,7 @@ class Worker:
                 load_seconds=time.perf_counter() - started,
                 kv_restored_tokens=restored,
                 n_ctx_train=int(info.context_length or 0),
+                layers_by_device=report.layers_by_device,
             )
         )
 

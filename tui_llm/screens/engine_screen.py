@@ -193,7 +193,11 @@ class EngineScreen(Screen[None]):
         )
         panel.status = note or f"Loaded in {took}{kept}"
         self.query_one(GpuGauge).set_engine(
-            self.tui.engine.pid, loaded.devices, loaded.buffers, loaded.offloaded_layers
+            self.tui.engine.pid,
+            loaded.devices,
+            loaded.buffers,
+            loaded.offloaded_layers,
+            loaded.layers_by_device,
         )
         self.update_status()
 

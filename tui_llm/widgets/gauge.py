@@ -11,7 +11,7 @@ from textual.containers import Vertical
 
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.logparse import totals_by_device
-from tui_llm.engine.protocol import BufferSize, DeviceInfo
+from tui_llm.engine.protocol import BufferSize, DeviceInfo, DeviceLayers
 from tui_llm.widgets.textline import TextLine
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -67,6 +67,7 @@ class GpuGauge(Vertical):
         self._devices: tuple[DeviceInfo, ...] = ()
         self._buffers: tuple[BufferSize, ...] = ()
         self._offloaded = 0
+        self._layers: dict[str, int] = {}
         self._reason = ""
 
     def compose(self) -> ComposeResult:
@@ -86,12 +87,14 @@ class GpuGauge(Vertical):
         devices: tuple[DeviceInfo, ...],
         buffers: tuple[BufferSize, ...],
         offloaded_layers: int,
+        layers_by_device: tuple[DeviceLayers, ...] = (),
     ) -> None:
-        """What the engine reported: its devices, where its buffers are, layers offloaded."""
+        """What the engine reported: its devices, where its buffers are, layers on each device."""
         self._engine_pid = pid
         self._devices = devices
         self._buffers = buffers
         self._offloaded = offloaded_layers
+        self._layers = {entry.device: entry.layers for entry in layers_by_device}
         self._redraw()
 
     def set_devices(self, devices: tuple[DeviceInfo, ...]) -> None:
@@ -161,7 +164,7 @@ class GpuGauge(Vertical):
 
     def _devices_text(self) -> Text:
         text = Text()
-        on_device = totals_by_device(self._buffers)
+        on_device = totals_by_device(self._buffers, self._devices)
         accelerators = [d for d in self._devices if d.kind != "cpu"]
         if not self._devices:
             return text
@@ -172,8 +175,11 @@ class GpuGauge(Vertical):
             name = dev.name
             if dev.description and dev.kind != "cpu":
                 name += f" {dev.description}"
-            if dev.kind != "cpu" and len(accelerators) == 1 and self._offloaded:
-                name += f" · {self._offloaded} layers"
+            layers = self._layers.get(dev.name)
+            if layers is None and len(accelerators) == 1 and not self._layers:
+                layers = self._offloaded  # a log without per-layer lines: all on the one device
+            if dev.kind != "cpu" and layers:
+                name += f" · {layers} layers"
             text.append(f"{INDENT}{name}\n")
             line = (
                 f"{INDENT * 2}free {human_bytes(dev.memory_free)} / {human_bytes(dev.memory_total)}"

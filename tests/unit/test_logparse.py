@@ -1,0 +1,45 @@
+"""Reading llama.cpp's load log: buffers, offloaded layers, and the layers of each device."""
+
+from __future__ import annotations
+
+from tui_llm.engine.logparse import parse_load_log
+from tui_llm.engine.protocol import DeviceLayers
+
+SPLIT_LOAD = """\
+load_tensors: layer   0 assigned to device CPU, is_swa = 0
+load_tensors: layer   1 assigned to device CPU, is_swa = 0
+load_tensors: layer   2 assigned to device RPC0[127.0.0.1:50052], is_swa = 0
+load_tensors: layer   3 assigned to device RPC0, is_swa = 0
+load_tensors: layer   4 assigned to device CUDA0, is_swa = 0
+load_tensors: layer   5 assigned to device CUDA0, is_swa = 0
+load_tensors: layer   6 assigned to device CUDA0, is_swa = 0
+load_tensors: offloading output layer to GPU
+load_tensors: offloading 4 repeating layers to GPU
+load_tensors: offloaded 5/7 layers to GPU
+load_tensors:   CPU_Mapped model buffer size =    10.00 MiB
+load_tensors:        CUDA0 model buffer size =    30.00 MiB
+load_tensors: RPC0[127.0.0.1:50052] model buffer size =    20.00 MiB
+"""
+
+
+def test_layers_of_each_device_in_the_order_they_appear() -> None:
+    report = parse_load_log(SPLIT_LOAD.splitlines())
+    assert report.offloaded_layers == 5 and report.total_layers == 7
+    assert report.layers_by_device == (DeviceLayers("RPC0", 2), DeviceLayers("CUDA0", 3))
+    assert sum(d.layers for d in report.layers_by_device) == report.offloaded_layers
+    assert {b.device for b in report.buffers} == {"CPU_Mapped", "CUDA0", "RPC0[127.0.0.1:50052]"}
+
+
+def test_a_layer_assigned_twice_counts_once() -> None:
+    lines = [
+        "load_tensors: layer   0 assigned to device CUDA0, is_swa = 0",
+        "load_tensors: layer   0 assigned to device CUDA1, is_swa = 0",
+    ]
+    assert parse_load_log(lines).layers_by_device == (DeviceLayers("CUDA1", 1),)
+
+
+def test_all_on_the_cpu_lists_no_device() -> None:
+    lines = [f"load_tensors: layer {n:3d} assigned to device CPU, is_swa = 0" for n in range(9)]
+    report = parse_load_log([*lines, "load_tensors: offloaded 0/9 layers to GPU"])
+    assert report.layers_by_device == ()
+    assert not report.out_of_memory

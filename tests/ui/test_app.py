@@ -403,6 +403,28 @@ async def test_keys_typed_at_launch_reach_the_message_box(
         assert focused == {"PromptInput"}
 
 
+async def test_keys_arriving_in_one_burst_with_enter_are_sent(model_8l: Path) -> None:
+    """Over SSH, or from a paste without bracketed paste, the text and Enter come in one read.
+
+    The keys before Enter must be in the message before it is sent, and keys after Enter stay
+    in the box for the next message.
+    """
+    from textual import events
+
+    app = build(model_8l)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None and not screen.model_loading)
+        burst = [*"hello there", "enter", *"next"]
+        for key in burst:
+            character = "\r" if key == "enter" else key
+            app.post_message(events.Key(key, character))
+        await wait_until(pilot, lambda: bool(screen.conversation.turns))
+        assert screen.conversation.turns[0].content == "hello there"
+        await wait_until(pilot, lambda: not screen.generating)
+        assert screen.query_one(PromptInput).text == "next"
+
+
 async def test_copy_last_code_block(model_8l: Path) -> None:
     app = build()
     app.autostart_engine = False

@@ -126,8 +126,7 @@ class MainScreen(EngineScreen):
         if self.generating:
             self.notify("A reply is still streaming (Esc stops it).", severity="warning")
             return
-        prompt = self.query_one(PromptInput)
-        prompt.clear()
+        self.query_one(PromptInput).remove_sent()
         self.conversation.add_user(event.text)
         model = self.loaded.settings.model_path if self.loaded else None
         self.recorder.user(event.text, model, self.conversation.system_prompt)

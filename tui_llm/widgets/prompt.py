@@ -25,11 +25,29 @@ class PromptInput(TextArea):
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
         self.border_title = "Message · Enter send · Ctrl+J new line"
+        self._sent = ""
 
     def action_submit(self) -> None:
+        # Enter is a priority binding: the app runs it as the key arrives, while keys that came
+        # in the same read (a paste without bracketed paste, a packet over SSH) may still wait in
+        # this widget's queue. Sending from the queue puts them in the message first.
+        self.call_later(self._submit)
+
+    def _submit(self) -> None:
         text = self.text.strip()
         if text:
+            self._sent = self.text
             self.post_message(PromptSubmitted(text))
+
+    def remove_sent(self) -> None:
+        """Take the sent message out of the box; what was typed after Enter stays."""
+        sent, self._sent = self._sent, ""
+        current = self.text
+        if sent and current.startswith(sent) and current != sent:
+            self.text = current[len(sent) :]
+            self.move_cursor(self.document.end)
+        else:
+            self.clear()
 
     def action_newline(self) -> None:
         self.insert("\n")

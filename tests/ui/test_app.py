@@ -415,12 +415,12 @@ async def test_keys_arriving_in_one_burst_with_enter_are_sent(model_8l: Path) ->
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.loaded is not None and not screen.model_loading)
-        burst = [*"hello there", "enter", *"next"]
+        burst = [*"hello", "ctrl+j", *"there", "enter", *"next"]
         for key in burst:
-            character = "\r" if key == "enter" else key
+            character = {"enter": "\r", "ctrl+j": "\n"}.get(key, key)
             app.post_message(events.Key(key, character))
         await wait_until(pilot, lambda: bool(screen.conversation.turns))
-        assert screen.conversation.turns[0].content == "hello there"
+        assert screen.conversation.turns[0].content == "hello\nthere"
         await wait_until(pilot, lambda: not screen.generating)
         assert screen.query_one(PromptInput).text == "next"
 

@@ -50,4 +50,5 @@ class PromptInput(TextArea):
             self.clear()
 
     def action_newline(self) -> None:
-        self.insert("\n")
+        # Queued like a typed key, for the same reason as ``action_submit``.
+        self.call_later(self.insert, "\n")

@@ -17,6 +17,7 @@ from textual.theme import Theme
 from tui_llm import config as config_mod
 from tui_llm.commands import ModelCommands, system_commands
 from tui_llm.engine.client import EngineClient, EngineError
+from tui_llm.engine.logparse import totals_by_device
 from tui_llm.engine.protocol import (
     LoadedEvent,
     LoadSettings,
@@ -24,11 +25,13 @@ from tui_llm.engine.protocol import (
     ReadyEvent,
     SamplingParams,
 )
-from tui_llm.messages import GpuSampled, LoadModelRequested, ModelsScanned
+from tui_llm.messages import FitLabelsChanged, GpuSampled, LoadModelRequested, ModelsScanned
 from tui_llm.screens.help import HelpScreen
 from tui_llm.screens.main import MainScreen
 from tui_llm.theme_files import DEFAULT_THEME, load_themes
 from tui_llm.widgets.offload import LevelEstimate, OffloadPanel
+
+FIT_SLACK = 256 * 1024 * 1024  # free-memory moves smaller than this leave the fit column as it is
 
 CUDA_FIX = (
     'reinstall with CMAKE_ARGS="-DGGML_CUDA=on -DGGML_RPC=on" pip install --no-cache-dir '
@@ -73,6 +76,8 @@ class TuiLlmApp(App[None]):
         self.last_settings: LoadSettings | None = None
         self.found_models: list[Path] = []
         self.fit_labels: dict[str, str] = {}
+        self._fit_models: list[Any] = []
+        self._fit_free: int | None = None  # the free GPU memory the fit labels assume
         self._theme_errors: list[str] = []
         self.engine.on_crash = self._engine_crashed
         self._register_themes()
@@ -145,10 +150,12 @@ class TuiLlmApp(App[None]):
         assert self.scanner is not None
         batch: list[Any] = []
         screen = self.main_screen
+        self._fit_free = self.free_gpu_bytes()
         for model in self.scanner():
             batch.append(model)
             if model.info is not None:
                 self.found_models.append(Path(model.path))
+                self._fit_models.append(model)
                 # The estimate takes ~0.1-0.4 s per model: compute it here, off the UI thread.
                 self.fit_labels[str(model.path)] = self.compute_fit_label(model)
             if len(batch) >= 8:
@@ -199,20 +206,26 @@ class TuiLlmApp(App[None]):
         return auto_offload_for_path(path, settings, self.free_gpu_bytes())
 
     def free_gpu_bytes(self) -> int | None:
-        """Free memory of the GPU the engine offloads to: NVML first, else llama.cpp's device."""
+        """GPU memory a new load can use: free now, plus what the loaded model holds there.
+
+        A load (another model, or this one with other settings) frees the current model first,
+        so its buffers count as free. NVML is asked first; without it, llama.cpp's devices.
+        """
+        loaded = self.engine.loaded
+        held = totals_by_device(loaded.buffers, loaded.devices) if loaded is not None else {}
         snapshot = getattr(self.monitor, "latest", None)
         gpus = getattr(snapshot, "gpus", ()) if snapshot is not None else ()
         frees = [
-            g.memory_total - g.memory_used
+            g.memory_total - g.memory_used + held.get(f"CUDA{g.index}", 0)
             for g in gpus
             if g.memory_total is not None and g.memory_used is not None
         ]
         if frees:
             return int(max(frees))
         devices = self.engine.ready.devices if self.engine.ready else ()
-        if self.engine.loaded is not None:
-            devices = self.engine.loaded.devices
-        accel = [d.memory_free for d in devices if d.kind != "cpu"]
+        if loaded is not None:
+            devices = loaded.devices
+        accel = [d.memory_free + held.get(d.name, 0) for d in devices if d.kind != "cpu"]
         return max(accel) if accel else None
 
     def too_big_reason(self, path: Path, settings: LoadSettings) -> str | None:
@@ -277,6 +290,25 @@ class TuiLlmApp(App[None]):
 
         panel.estimator = estimate
         panel.auto_level = auto
+
+    def refresh_fit_labels(self) -> None:
+        """Work the fit column out again when the free GPU memory moved (the first NVML sample,
+        the engine's devices, another program taking VRAM); in a thread, like the scan."""
+        free = self.free_gpu_bytes()
+        old = self._fit_free
+        if free == old or not self._fit_models:
+            return
+        if free is not None and old is not None and abs(free - old) < max(FIT_SLACK, old // 20):
+            return
+        self._fit_free = free
+        self.run_worker(self._compute_fit_labels, thread=True, group="fit", exclusive=True)
+
+    def _compute_fit_labels(self) -> None:
+        labels = {str(model.path): self.compute_fit_label(model) for model in self._fit_models}
+        if labels != {key: self.fit_labels.get(key, "") for key in labels}:
+            self.fit_labels.update(labels)
+            with contextlib.suppress(LookupError):
+                self.main_screen.post_message(FitLabelsChanged())
 
     def fit_label(self, model: Any) -> str:
         """The browser's fit column, from what the scan thread computed (never computed here)."""

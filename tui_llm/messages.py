@@ -42,6 +42,10 @@ class GpuSampled(Message):
         return isinstance(message, GpuSampled)
 
 
+class FitLabelsChanged(Message):
+    """The browser's fit column was worked out again (the free GPU memory moved)."""
+
+
 @dataclass
 class ModelsScanned(Message):
     """A batch of local models found by the background scan."""

@@ -175,10 +175,10 @@ def test_main_screen_80x24(snap_compare: Any, local_models: list[LocalModel]) ->
 def test_main_screen_160x48(snap_compare: Any, local_models: list[LocalModel]) -> None:
     """Main screen at 160x48, dark theme: browser, chat and the right column side by side.
 
-    Left: the model browser, its filter box, and five models by name: rand-32l-f16.gguf,
-    rand-8l-q8_0.gguf, tiny-2l-f16.gguf, truncated.gguf (dimmed, "error: truncated…" in red in
-    the next column) and tui-llm-demo-bigram.gguf, all "llama"; the first row is highlighted and
-    "5 of 5 models" is under the table. Middle: the empty chat's hint and the focused message
+    Left: the model browser, its filter box, and five models by name (without ".gguf") with their
+    size, quantization and fit: rand-32l-f16, rand-8l-q8_0, tiny-2l-f16, truncated (dimmed, a red
+    "error" in the next column) and tui-llm-demo-bigram; the first row is highlighted and "5 of 5
+    models" is under the table. Middle: the empty chat's hint and the focused message
     box. Right: the offload panel ("No model loaded", "ctx 4096 · flash attn off · KV f16", the
     key hint) and the GPU gauge for the H100 (a wider VRAM bar, "23.5 GiB / 79.6 GiB",
     "util 37% · 54°C · 139 W / 700 W", a sparkline stepping up then flat, host RAM). The footer
@@ -210,21 +210,21 @@ def test_help_screen(snap_compare: Any, local_models: list[LocalModel]) -> None:
 
 @pytest.mark.parametrize("theme", THEMES)
 def test_theme(snap_compare: Any, local_models: list[LocalModel], theme: str) -> None:
-    """The main screen at 120x36 in each of our themes: the wide layout.
+    """The main screen at 140x40 in each of our themes: the wide layout at its narrowest.
 
-    The same content as the 160x48 view in less room: the browser (models by name, the truncated
-    file's red error), the chat's hint wrapped in a narrow middle column, the message box with
-    its title cut to "Message · Enter send …", and the right column (offload panel, H100 gauge).
+    The same content as the 160x48 view in less room: the browser (models by name with their
+    size, quantization and fit, the truncated file's red "error"), the chat's hint in the middle
+    column, the message box, and the right column (offload panel, H100 gauge).
     Dark: light text on dark blue-grey. Light: dark text on an off-white background. High
     contrast: white text on black with bright cyan and yellow accents. Every text is readable on
     its background.
     """
     app = build_app(local_models, theme)
-    assert snap_compare(app, terminal_size=(120, 36), run_before=main_view(local_models))
+    assert snap_compare(app, terminal_size=(140, 40), run_before=main_view(local_models))
 
 
 def test_offload_panel_pending(snap_compare: Any, local_models: list[LocalModel]) -> None:
-    """The offload panel focused with Ctrl+O at 120x36, a change pending.
+    """The offload panel focused with Ctrl+O at 120x36 (the narrow layout), a change pending.
 
     The panel's border and title turn the accent colour (orange in the dark theme). It reads
     "GPU layers 20 / 33" in bold, then a 20-cell bar filled to 28 with "28 / 33  (press Enter to
@@ -248,11 +248,12 @@ def test_offload_panel_pending(snap_compare: Any, local_models: list[LocalModel]
 
 
 def test_gauge_without_nvidia_driver(snap_compare: Any, local_models: list[LocalModel]) -> None:
-    """Main screen at 120x36 on a machine without the NVIDIA driver.
+    """Main screen at 120x36 (the narrow layout: no browser) without the NVIDIA driver.
 
     The GPU gauge shows no GPU name, bar or sparkline. It says why in muted text: "no NVIDIA
     driver (libnvidia-ml.so.1 not found)", then "llama.cpp devices" in bold with the CPU device
-    llama.cpp reports ("CPU · free 86 GiB / 128 GiB"), then "RAM 41.3 GiB / 128 GiB".
+    llama.cpp reports, indented, on two lines ("CPU", then "free 86 GiB / 128 GiB" indented
+    further), then "RAM 41.3 GiB / 128 GiB".
     """
 
     async def run_before(pilot: Pilot[Any]) -> None:

@@ -19,6 +19,7 @@ from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import SamplingParams
 from tui_llm.gpu import MonitorThread, create_monitor
 from tui_llm.messages import LoadModelRequested
+from tui_llm.widgets.browser import ModelBrowser
 from tui_llm.widgets.chat import ChatView
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.offload import OffloadPanel
@@ -170,6 +171,12 @@ async def test_offload_change_reloads_in_background_and_keeps_the_chat(
         assert "GPU layers 9 / 9" in str(panel.query_one(".split").render())
         gauge_text = str(screen.query_one(GpuGauge).query_one(".devices").render())
         assert "RPC0" in gauge_text and "9 layers" in gauge_text
+        # A load replaces the model: what it holds on the device counts as free for the next one.
+        from tui_llm.engine.logparse import totals_by_device
+
+        rpc = next(d for d in loaded.devices if d.name == "RPC0")
+        held = totals_by_device(loaded.buffers, loaded.devices)["RPC0"]
+        assert held > 0 and app.free_gpu_bytes() == rpc.memory_free + held
         assert roles(app) == ["user", "assistant"]
 
         await pilot.press("ctrl+o")
@@ -624,3 +631,73 @@ async def test_down_from_the_filter_lands_on_the_first_model(
         assert table.has_focus and table.cursor_row == 0
         await pilot.press("down")
         assert table.cursor_row == 1
+
+
+async def test_an_unreadable_model_shows_its_error_when_highlighted(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The table marks it "error"; the line under the table gives the whole reason."""
+    from textual.widgets import DataTable
+
+    from tui_llm.catalog.metadata import read_model_info
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(tiny_model.read_bytes()[:4096])
+
+    def scan() -> list[LocalModel]:
+        good = LocalModel(tiny_model, "folder", tiny_model.name, read_model_info(tiny_model), None)
+        try:
+            read_model_info(broken)
+        except Exception as exc:
+            error = str(exc)
+        return [good, LocalModel(broken, "folder", broken.name, None, error)]
+
+    app = build(scanner=scan)
+    app.autostart_engine = False
+    async with app.run_test(size=(160, 48)) as pilot:
+        browser = app.main_screen.query_one(ModelBrowser)
+        table = browser.query_one(DataTable)
+        status = browser.query_one(".status")
+        await wait_until(pilot, lambda: table.row_count == 2)
+        assert str(table.get_row_at(1)[1]) == "error"
+        assert str(status.render()) == "2 of 2 models"
+        await pilot.press("ctrl+b", "down", "down")
+        assert table.cursor_row == 1
+        shown = str(status.render())
+        assert shown.startswith("2 of 2 models\nbroken.gguf: ") and len(shown) > 30
+
+
+class StubMonitor:
+    """A monitor whose samples the test posts itself (``latest`` is what the app reads)."""
+
+    def __init__(self) -> None:
+        self.latest: Any = None
+        self.on_sample: Any = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_fit_column_follows_the_free_gpu_memory(model_8l: Path) -> None:
+    """The scan may finish before the first GPU sample: the fit column catches up with it."""
+    from textual.widgets import DataTable
+
+    from tui_llm.gpu.samples import GpuSample, MonitorSnapshot
+    from tui_llm.messages import GpuSampled
+
+    monitor = StubMonitor()
+    app = build(monitor=monitor, scanner=local([model_8l]))
+    app.autostart_engine = False
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.main_screen.query_one(ModelBrowser).query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        fit_column = 3
+        before = str(table.get_row_at(0)[fit_column])
+        gpu = GpuSample(0, "NVIDIA H100 80GB HBM3", 1 << 30, 80 << 30, 0, 40, 100.0, 700.0)
+        monitor.latest = MonitorSnapshot(timestamp=1.0, gpus=(gpu,), processes={}, host=None)
+        app.main_screen.post_message(GpuSampled(monitor.latest))
+        await wait_until(pilot, lambda: str(table.get_row_at(0)[fit_column]) != before)
+        assert str(table.get_row_at(0)[fit_column]) == "full GPU"

@@ -122,3 +122,13 @@ async def test_gauge_lists_every_device_with_its_layers_and_buffers() -> None:
     assert "free 7 GiB / 8 GiB · engine 30 MiB" in lines
     assert "free 3 GiB / 4 GiB · engine 20 MiB" in lines
     assert "free 20 GiB / 24 GiB · engine 5 MiB" in lines
+
+
+def test_table_name_drops_the_extension_and_keeps_both_ends() -> None:
+    from tui_llm.widgets.browser import table_name
+
+    assert table_name("tiny-2l-f16.gguf") == "tiny-2l-f16"
+    assert table_name("llama3:8b") == "llama3:8b"  # an Ollama name has no extension
+    long = table_name("bartowski/Meta-Llama-3.1-70B-Instruct-GGUF/Q4_K_M.gguf")
+    assert len(long) == 28 and "…" in long
+    assert long.startswith("bartowski/Met") and long.endswith("ct-GGUF/Q4_K_M")

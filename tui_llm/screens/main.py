@@ -18,6 +18,7 @@ from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
 from tui_llm.messages import (
     ApplyLoadSettings,
+    FitLabelsChanged,
     GpuSampled,
     LoadModelRequested,
     ModelsScanned,
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 class MainScreen(EngineScreen):
     """Chat with the loaded model while the offload and the gauge stay in view."""
 
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    # Below 140 columns the browser would leave the chat under 50 columns: it opens on Ctrl+B.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]
     AUTO_FOCUS = "#prompt"
 
     # Priority: the message box (a TextArea) binds Ctrl+E/K/Y itself; ours win everywhere.
@@ -147,6 +149,7 @@ class MainScreen(EngineScreen):
 
     def on_loaded(self, loaded: LoadedEvent, note: str | None, new_model: bool) -> None:
         super().on_loaded(loaded, note, new_model)
+        self.tui.refresh_fit_labels()  # the engine's devices are known now
         if self._send_when_loaded and self.conversation.last_role == "user":
             self._send_when_loaded = False
             self.start_reply()
@@ -421,6 +424,11 @@ class MainScreen(EngineScreen):
     @on(GpuSampled)
     def on_gpu_sampled(self, event: GpuSampled) -> None:
         self.query_one(GpuGauge).update_snapshot(event.snapshot, self.tui.sample_interval_s)
+        self.tui.refresh_fit_labels()
+
+    @on(FitLabelsChanged)
+    def on_fit_labels_changed(self) -> None:
+        self.query_one(ModelBrowser).refresh_fit()
 
     def action_pick_model(self) -> None:
         self.tui.action_pick_model()

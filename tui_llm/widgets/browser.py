@@ -12,22 +12,37 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input
 
 from tui_llm.catalog.metadata import human_bytes, human_count
 from tui_llm.messages import LoadModelRequested
 from tui_llm.widgets.table import QuietTable
+from tui_llm.widgets.textline import TextLine
 
-COLUMNS = ("Name", "Arch", "Params", "Quant", "Size", "Layers", "Ctx", "Fit")
+# What decides a choice first (size, quantization, will it fit), details after.
+COLUMNS = ("Name", "Size", "Quant", "Fit", "Params", "Layers", "Ctx", "Arch")
+
+
+NAME_CELLS = 28  # longer names keep their start and their end (the quantization is there)
+
+
+def table_name(display_name: str, cells: int = NAME_CELLS) -> str:
+    """A model's name for the table: no ``.gguf``, and a long name shortened in the middle."""
+    name = display_name[:-5] if display_name.lower().endswith(".gguf") else display_name
+    if len(name) <= cells:
+        return name
+    tail = cells // 2
+    return name[: cells - tail - 1] + "…" + name[-tail:]
 
 
 def model_row(model: Any, fit: str = "") -> tuple[str | Text, ...]:
     """Table cells for one found model; a file that cannot be read shows its error."""
     info = model.info
     if info is None:
+        # A short mark keeps the columns narrow; the line under the table gives the whole error.
         return (
-            Text(model.display_name, style="dim"),
-            Text(f"error: {model.error}", style="red"),
+            Text(table_name(model.display_name), style="dim"),
+            Text("error", style="red"),
             "",
             "",
             "",
@@ -36,14 +51,14 @@ def model_row(model: Any, fit: str = "") -> tuple[str | Text, ...]:
             "",
         )
     return (
-        model.display_name,
-        info.architecture or "?",
-        human_count(info.parameter_count),
-        info.quantization or "?",
+        table_name(model.display_name),
         human_bytes(info.file_size),
+        info.quantization or "?",
+        fit,
+        human_count(info.parameter_count),
         str(info.n_layer or "?"),
         str(info.context_length or "?"),
-        fit,
+        info.architecture or "?",
     )
 
 
@@ -74,7 +89,7 @@ class ModelBrowser(Vertical):
         yield Input(placeholder="filter…", id="model-filter")
         table: DataTable[Any] = QuietTable(cursor_type="row", zebra_stripes=True, id="model-table")
         yield table
-        yield Static("", markup=False, classes="status")
+        yield TextLine(classes="status", hide_empty=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -137,11 +152,27 @@ class ModelBrowser(Vertical):
     def _update_status(self) -> None:
         if not self.is_mounted:
             return
-        shown = self.query_one(DataTable).row_count
-        text = f"{shown} of {len(self._models)} models"
+        table = self.query_one(DataTable)
+        text = f"{table.row_count} of {len(self._models)} models"
         if self._scanning:
             text += " · scanning…"
-        self.query_one(".status", Static).update(text)
+        highlighted = self._highlighted(table)
+        if highlighted is not None and highlighted.info is None:
+            text += f"\n{highlighted.display_name}: {highlighted.error}"
+        self.query_one(".status", TextLine).show(text)
+
+    def _highlighted(self, table: DataTable[Any]) -> Any:
+        if not table.row_count or table.cursor_row < 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        except Exception:
+            return None
+        return self._models.get(key) if key is not None else None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._update_status()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._filter = event.value

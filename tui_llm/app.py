@@ -269,11 +269,12 @@ class TuiLlmApp(App[None]):
             except ImportError:
                 return None
             settings = replace(loaded.settings, n_ctx=n_ctx, flash_attn=flash, kv_cache_type=kv)
-            result = estimate_level(Path(settings.model_path), settings, level)
+            free = self.free_gpu_bytes()
+            path = Path(settings.model_path)
+            result = estimate_level(path, settings, level, gpu_present=free is not None)
             if result is None:
                 return None
             gpu, cpu = result
-            free = self.free_gpu_bytes()
             return LevelEstimate(gpu, cpu, None if free is None else gpu <= free)
 
         def auto() -> tuple[int, str] | None:

@@ -97,9 +97,14 @@ def auto_offload_for_path(
     return choice.offload_layers, choice.reason
 
 
-def estimate_level(path: Path, settings: LoadSettings, level: int) -> tuple[int, int] | None:
-    """(GPU bytes, CPU bytes) at one offload level, or None when the model cannot be read."""
-    est = _estimate_for(Path(path), settings, True)
+def estimate_level(
+    path: Path, settings: LoadSettings, level: int, gpu_present: bool = True
+) -> tuple[int, int] | None:
+    """(GPU bytes, CPU bytes) at one offload level, or None when the model cannot be read.
+
+    Without a GPU everything is on the CPU, whatever the level.
+    """
+    est = _estimate_for(Path(path), settings, gpu_present)
     if est is None:
         return None
     chosen = est.level(level)

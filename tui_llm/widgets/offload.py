@@ -203,10 +203,14 @@ class OffloadPanel(Vertical, can_focus=True):
         if est is None:
             line.show("")
         else:
-            fits = "" if est.fits is None else (" · fits" if est.fits else " · may not fit")
-            line.show(
-                f"est. VRAM {human_bytes(est.gpu_bytes)} · RAM {human_bytes(est.cpu_bytes)}{fits}"
-            )
+            if est.fits is None and not est.gpu_bytes:  # no GPU: all of it is RAM
+                line.show(f"est. RAM {human_bytes(est.cpu_bytes)}")
+            else:
+                fits = "" if est.fits is None else (" · fits" if est.fits else " · may not fit")
+                line.show(
+                    f"est. VRAM {human_bytes(est.gpu_bytes)} · RAM {human_bytes(est.cpu_bytes)}"
+                    f"{fits}"
+                )
 
     def invalidate_estimate(self) -> None:
         """Forget the shown estimate (a new model or new free memory)."""

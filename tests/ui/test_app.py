@@ -424,9 +424,21 @@ async def test_keys_arriving_in_one_burst_with_enter_are_sent(model_8l: Path) ->
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.loaded is not None and not screen.model_loading)
-        burst = [*"hello", "ctrl+j", *"there", "enter", *"next"]
+        burst = [
+            *"ello",
+            "home",
+            "h",
+            "end",
+            "ctrl+j",
+            *"therx",
+            "backspace",
+            "e",
+            "enter",
+            *"next",
+        ]
         for key in burst:
-            character = {"enter": "\r", "ctrl+j": "\n"}.get(key, key)
+            named = {"enter": "\r", "ctrl+j": "\n", "backspace": "\x7f"}
+            character = named.get(key, key if len(key) == 1 else None)
             app.post_message(events.Key(key, character))
         await wait_until(pilot, lambda: bool(screen.conversation.turns))
         assert screen.conversation.turns[0].content == "hello\nthere"

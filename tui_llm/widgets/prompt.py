@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.binding import Binding
 from textual.widgets import TextArea
 
@@ -26,6 +27,20 @@ class PromptInput(TextArea):
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
         self.border_title = "Message · Enter send · Ctrl+J new line"
         self._sent = ""
+
+    async def _on_key(self, event: events.Key) -> None:
+        # The box's own editing keys (arrows, Home/End, Backspace, Ctrl+W, ...) are bindings,
+        # which Textual runs once the key has bubbled up to the app; typed characters are
+        # inserted here at once. Keys that arrive in one read (a packet over SSH) would apply
+        # out of order: "Home" then "x" put the x at the end. Run our own bindings here, in
+        # order (Textual issue #6605).
+        if not event.is_printable:
+            for binding in self._bindings.key_to_bindings.get(event.key, ()):
+                if not binding.priority and await self.app.run_action(binding.action, self):
+                    event.stop()
+                    event.prevent_default()
+                    return
+        await super()._on_key(event)
 
     def action_submit(self) -> None:
         # Enter is a priority binding: the app runs it as the key arrives, while keys that came

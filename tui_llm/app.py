@@ -212,14 +212,20 @@ class TuiLlmApp(App[None]):
         so its buffers count as free. NVML is asked first; without it, llama.cpp's devices.
         """
         loaded = self.engine.loaded
-        held = totals_by_device(loaded.buffers, loaded.devices) if loaded is not None else {}
+        held: dict[str, int] = {}
+        if loaded is not None and not self.engine.load_in_flight:  # mid-load it is freed already
+            held = totals_by_device(loaded.buffers, loaded.devices)
         snapshot = getattr(self.monitor, "latest", None)
         gpus = getattr(snapshot, "gpus", ()) if snapshot is not None else ()
-        frees = [
-            g.memory_total - g.memory_used + held.get(f"CUDA{g.index}", 0)
-            for g in gpus
-            if g.memory_total is not None and g.memory_used is not None
-        ]
+        measured = [g for g in gpus if g.memory_total is not None and g.memory_used is not None]
+        on_cuda = sum(size for name, size in held.items() if name.startswith("CUDA"))
+
+        def held_on(gpu: Any) -> int:
+            # One GPU holds all of it; with several, NVML's index is taken as the CUDA ordinal
+            # (true unless CUDA_VISIBLE_DEVICES or CUDA_DEVICE_ORDER reorder them).
+            return on_cuda if len(measured) == 1 else held.get(f"CUDA{gpu.index}", 0)
+
+        frees = [g.memory_total - g.memory_used + held_on(g) for g in measured]
         if frees:
             return int(max(frees))
         devices = self.engine.ready.devices if self.engine.ready else ()

@@ -434,6 +434,8 @@ async def test_keys_arriving_in_one_burst_with_enter_are_sent(model_8l: Path) ->
             "backspace",
             "e",
             "enter",
+            *"second",
+            "enter",
             *"next",
         ]
         for key in burst:
@@ -443,7 +445,23 @@ async def test_keys_arriving_in_one_burst_with_enter_are_sent(model_8l: Path) ->
         await wait_until(pilot, lambda: bool(screen.conversation.turns))
         assert screen.conversation.turns[0].content == "hello\nthere"
         await wait_until(pilot, lambda: not screen.generating)
-        assert screen.query_one(PromptInput).text == "next"
+        # The second message came while the reply streamed: refused, and kept in the box with
+        # what was typed after it.
+        assert [t.content for t in screen.conversation.turns if t.role == "user"] == [
+            "hello\nthere"
+        ]
+        assert screen.query_one(PromptInput).text == "second\nnext"
+
+
+async def test_a_message_that_cannot_be_sent_stays_in_the_box() -> None:
+    app = build()
+    app.autostart_engine = False
+    async with app.run_test(size=(120, 36)) as pilot:
+        await submit(pilot, app, "is anyone there?")
+        await wait_until(pilot, lambda: bool(app._notifications))
+        assert "Load a model first" in str(list(app._notifications)[-1].message)
+        assert app.main_screen.query_one(PromptInput).text == "is anyone there?"
+        assert not app.main_screen.conversation.turns
 
 
 async def test_copy_last_code_block(model_8l: Path) -> None:
@@ -680,6 +698,8 @@ async def test_an_unreadable_model_shows_its_error_when_highlighted(
         assert table.cursor_row == 1
         shown = str(status.render())
         assert shown.startswith("2 of 2 models\nbroken.gguf: ") and len(shown) > 30
+        await pilot.pause()
+        assert status.region.height >= 2  # on screen, not only in the widget
 
 
 class StubMonitor:
@@ -716,3 +736,33 @@ async def test_fit_column_follows_the_free_gpu_memory(model_8l: Path) -> None:
         app.main_screen.post_message(GpuSampled(monitor.latest))
         await wait_until(pilot, lambda: str(table.get_row_at(0)[fit_column]) != before)
         assert str(table.get_row_at(0)[fit_column]) == "full GPU"
+
+
+def test_free_gpu_memory_counts_the_loaded_model_only_while_it_is_in_memory() -> None:
+    """A load replaces the model, so its VRAM is free for the next one; mid-load it is gone."""
+    from tui_llm.engine.protocol import BufferSize, DeviceInfo, LoadedEvent, LoadSettings
+    from tui_llm.gpu.samples import GpuSample, MonitorSnapshot
+
+    gib = 1 << 30
+    monitor = StubMonitor()
+    gpu = GpuSample(0, "NVIDIA H100 80GB HBM3", 60 * gib, 80 * gib, 0, 40, 100.0, 700.0)
+    monitor.latest = MonitorSnapshot(timestamp=1.0, gpus=(gpu,), processes={}, host=None)
+    app = build(monitor=monitor)
+    assert app.free_gpu_bytes() == 20 * gib
+    app.engine.loaded = LoadedEvent(
+        request_id=1,
+        settings=LoadSettings(model_path="/m.gguf"),
+        n_layer=32,
+        offloaded_layers=33,
+        total_layers=33,
+        buffers=(BufferSize("CUDA0", "model", 30 * gib), BufferSize("CPU_Mapped", "model", gib)),
+        devices=(DeviceInfo("CUDA0", "NVIDIA H100 80GB HBM3", "gpu", 20 * gib, 80 * gib),),
+        chat_template_source="gguf",
+        chat_template_warning=None,
+        load_seconds=1.0,
+        kv_restored_tokens=0,
+        n_ctx_train=4096,
+    )
+    assert app.free_gpu_bytes() == 50 * gib
+    app.engine.load_in_flight = True  # the engine has freed it; NVML will show it free
+    assert app.free_gpu_bytes() == 20 * gib

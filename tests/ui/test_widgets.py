@@ -81,9 +81,11 @@ async def test_quiet_table_is_left_alone_by_a_relayout_elsewhere() -> None:
             grow.update("\n".join("x" * rows))
             await pilot.pause()
         assert count.calls == 0
-        table.add_row(*(f"more {n}" for n in range(8)))  # its own change still repaints it
+        assert not table.show_vertical_scrollbar
+        for row in range(30):  # its own changes still update its scrollbars
+            table.add_row(*(f"row {row} {n}" for n in range(8)))
         await pilot.pause()
-        assert table.row_count == 2
+        assert table.show_vertical_scrollbar and count.calls > 0
 
 
 def test_progress_bar_fills_its_width() -> None:
@@ -132,3 +134,17 @@ def test_table_name_drops_the_extension_and_keeps_both_ends() -> None:
     long = table_name("bartowski/Meta-Llama-3.1-70B-Instruct-GGUF/Q4_K_M.gguf")
     assert len(long) == 28 and "…" in long
     assert long.startswith("bartowski/Met") and long.endswith("ct-GGUF/Q4_K_M")
+
+
+async def test_text_line_repaints_when_only_the_styles_change() -> None:
+    from textual.content import Content
+
+    app = LinesApp()
+    async with app.run_test(size=(80, 12)):
+        line = app.query_one(".one", TextLine)
+        line.show(Content.assemble(("ab", "$accent"), "cd"))
+        count = Counter(line)
+        line.show(Content.assemble(("abc", "$accent"), "d"))  # same text, one more cell done
+        assert count.calls == 1
+        line.show(Content.assemble(("abc", "$accent"), "d"))
+        assert count.calls == 1

@@ -43,3 +43,21 @@ def test_all_on_the_cpu_lists_no_device() -> None:
     report = parse_load_log([*lines, "load_tensors: offloaded 0/9 layers to GPU"])
     assert report.layers_by_device == ()
     assert not report.out_of_memory
+
+
+def test_layer_lines_naming_an_endpoint_find_their_rpc_server() -> None:
+    from tui_llm.engine.protocol import DeviceInfo
+
+    devices = (
+        DeviceInfo("RPC0", "10.0.0.1:50052", "gpu", 1, 2),
+        DeviceInfo("RPC1", "10.0.0.2:50052", "gpu", 1, 2),
+    )
+    lines = [
+        "load_tensors: layer   0 assigned to device RPC0[10.0.0.1:50052], is_swa = 0",
+        "load_tensors: layer   1 assigned to device RPC0[10.0.0.2:50052], is_swa = 0",
+        "load_tensors: layer   2 assigned to device RPC0[10.0.0.2:50052], is_swa = 0",
+    ]
+    assert parse_load_log(lines, devices).layers_by_device == (
+        DeviceLayers("RPC0", 1),
+        DeviceLayers("RPC1", 2),
+    )

@@ -90,6 +90,9 @@ class EngineClient:
         self._lock = asyncio.Lock()
         self.ready: ReadyEvent | None = None
         self.loaded: LoadedEvent | None = None
+        # True from the moment a load request is sent (the engine frees the old model first)
+        # until it is answered: ``loaded`` is then the old model, no longer in memory.
+        self.load_in_flight = False
         self.crash: EngineError | None = None
         self.on_crash: Callable[[EngineError], None] | None = None
 
@@ -267,6 +270,7 @@ class EngineClient:
             rid = next(self._ids)
             pending = self._register(rid)
             try:
+                self.load_in_flight = True
                 await self._send(LoadRequest(rid, settings, keep_kv))
                 while True:
                     event = await self._next(pending)
@@ -285,6 +289,7 @@ class EngineClient:
                 self.loaded = None
                 raise
             finally:
+                self.load_in_flight = False
                 self._pending.pop(rid, None)
 
     async def unload(self) -> None:

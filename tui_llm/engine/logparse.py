@@ -53,12 +53,14 @@ class LoadReport:
     layers_by_device: tuple[DeviceLayers, ...] = ()
 
 
-def parse_load_log(lines: Iterable[str]) -> LoadReport:
+def parse_load_log(lines: Iterable[str], devices: Iterable[DeviceInfo] = ()) -> LoadReport:
     """Gather buffers, the offloaded layer count and any allocation failure from log lines.
 
     ``layers_by_device`` counts llama.cpp's ``layer N assigned to device X`` lines (the output
-    layer is the last N) for every device but the host CPU, in the order devices first appear.
+    layer is the last N) for every device but the host CPU, in the order devices first appear;
+    ``devices`` tell RPC servers apart when a line names one as ``RPC0[endpoint]``.
     """
+    known = tuple(devices)
     buffers: list[BufferSize] = []
     offloaded = 0
     total = 0
@@ -75,7 +77,7 @@ def parse_load_log(lines: Iterable[str]) -> LoadReport:
             continue
         assigned = _ASSIGNED_RE.search(line)
         if assigned:
-            device_of_layer[int(assigned["layer"])] = device_of_buffer(assigned["device"])
+            device_of_layer[int(assigned["layer"])] = device_of_buffer(assigned["device"], known)
             continue
         if any(marker in line for marker in _OOM_MARKERS):
             oom = True

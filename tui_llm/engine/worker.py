@@ -217,7 +217,8 @@ class Worker:
                     self._llm = Llama(settings.model_path, verbose=True, **llama_kwargs(settings))
             except (ValueError, RuntimeError, OSError) as exc:
                 error = _one_line(exc)
-        report = parse_load_log(lines)
+        devices = native.list_devices()
+        report = parse_load_log(lines, devices)
         if self._llm is None:
             if self.is_cancelled(rid):
                 self.send(ErrorEvent(rid, "cancelled", f"loading {name} was cancelled"))
@@ -240,7 +241,7 @@ class Worker:
                 offloaded_layers=report.offloaded_layers,
                 total_layers=report.total_layers or (info.n_layer or 0) + 1,
                 buffers=report.buffers,
-                devices=native.list_devices(),
+                devices=devices,
                 chat_template_source=self._template_name,
                 chat_template_warning=self._template_warning,
                 load_seconds=time.perf_counter() - started,

@@ -123,12 +123,13 @@ class MainScreen(EngineScreen):
     @on(PromptSubmitted)
     async def send_prompt(self, event: PromptSubmitted) -> None:
         if self.loaded is None and not self.model_loading and not self._engine_starting():
+            self.query_one(PromptInput).restore(event.text)
             self.notify("Load a model first (Ctrl+B or Ctrl+L).", severity="warning")
             return
         if self.generating:
+            self.query_one(PromptInput).restore(event.text)
             self.notify("A reply is still streaming (Esc stops it).", severity="warning")
             return
-        self.query_one(PromptInput).remove_sent()
         self.conversation.add_user(event.text)
         model = self.loaded.settings.model_path if self.loaded else None
         self.recorder.user(event.text, model, self.conversation.system_prompt)
@@ -156,8 +157,8 @@ class MainScreen(EngineScreen):
 
     def _collect_and_freeze(self) -> None:
         """Collect what a reply left behind, freeze the survivors, switch the collector on."""
-        if self.generating:
-            return  # the next reply has begun; its own end collects
+        if self.generating or gc.isenabled():
+            return  # the next reply has begun (its end collects), or this ran already
         gc.collect()
         gc.freeze()
         gc.enable()
@@ -209,6 +210,8 @@ class MainScreen(EngineScreen):
             # The collector stays off until the reply is painted: switched on now, its first
             # pass would walk every object the reply made (20-30 ms) in the middle of the paint.
             self.call_after_refresh(self._collect_and_freeze)
+            # A modal screen on top can swallow that callback: never leave the collector off.
+            self.set_timer(2.0, self._collect_and_freeze)
         if done is not None:
             await view.finish(done.text)
             self.conversation.add_reply(done.text)

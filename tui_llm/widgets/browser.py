@@ -73,7 +73,7 @@ class ModelBrowser(Vertical):
     ModelBrowser { border-title-color: $text-muted; border-title-style: bold; }
     ModelBrowser > Input, ModelBrowser > Input:focus { border: none; height: 1; padding: 0 1; }
     ModelBrowser > DataTable { height: 1fr; }
-    ModelBrowser > .status { color: $text-muted; height: 1; padding: 0 1; }
+    ModelBrowser > .status { color: $text-muted; height: auto; max-height: 4; padding: 0 1; }
     """
 
     def __init__(self, id: str | None = None) -> None:

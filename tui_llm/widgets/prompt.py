@@ -26,7 +26,6 @@ class PromptInput(TextArea):
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
         self.border_title = "Message · Enter send · Ctrl+J new line"
-        self._sent = ""
 
     async def _on_key(self, event: events.Key) -> None:
         # The box's own editing keys (arrows, Home/End, Backspace, Ctrl+W, ...) are bindings,
@@ -49,20 +48,17 @@ class PromptInput(TextArea):
         self.call_later(self._submit)
 
     def _submit(self) -> None:
+        # Every key before this Enter is in the box, none after it: take the message out now.
         text = self.text.strip()
         if text:
-            self._sent = self.text
+            self.clear()
             self.post_message(PromptSubmitted(text))
 
-    def remove_sent(self) -> None:
-        """Take the sent message out of the box; what was typed after Enter stays."""
-        sent, self._sent = self._sent, ""
-        current = self.text
-        if sent and current.startswith(sent) and current != sent:
-            self.text = current[len(sent) :]
-            self.move_cursor(self.document.end)
-        else:
-            self.clear()
+    def restore(self, text: str) -> None:
+        """Put back a message that could not be sent, before anything typed since."""
+        typed = self.text
+        self.text = f"{text}\n{typed}" if typed.strip() else text
+        self.move_cursor(self.document.end)
 
     def action_newline(self) -> None:
         # Queued like a typed key, for the same reason as ``action_submit``.

@@ -19,6 +19,15 @@ def _plain(text: Shown) -> str:
     return text if isinstance(text, str) else text.plain
 
 
+def _same(a: Shown, b: Shown) -> bool:
+    """Same text and same styles (``Content`` compares its text only)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Content) and isinstance(b, Content):
+        return a.plain == b.plain and list(a.spans) == list(b.spans)
+    return a == b
+
+
 def rows_if_unwrapped(text: Shown, width: int) -> int | None:
     """Rows ``text`` takes at ``width`` when no line wraps; ``None`` when one may wrap."""
     lines = _plain(text).split("\n")
@@ -58,7 +67,7 @@ class TextLine(Static):
     def show(self, text: Shown) -> None:
         """Show ``text``; nothing happens when it is what is shown already."""
         old = self._shown
-        if type(text) is type(old) and text == old:
+        if _same(text, old):
             return
         self._shown = text
         width = self.content_size.width

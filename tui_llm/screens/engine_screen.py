@@ -83,8 +83,11 @@ class EngineScreen(Screen[None]):
         try:
             ready = await self.tui.engine.start()
         except (EngineError, OSError) as exc:
-            self.show_banner(f"The engine did not start: {exc}")
+            if self.app.is_running:
+                self.show_banner(f"The engine did not start: {exc}")
             return
+        if not self.app.is_running:
+            return  # quit while the engine started: the widgets are being taken down
         warning = self.tui.offload_warning(ready)
         if warning:
             self.query_one(OffloadPanel).warning = warning
@@ -122,6 +125,8 @@ class EngineScreen(Screen[None]):
         """Resolve the settings (``auto`` runs the estimate) in a thread, then load."""
         settings = await asyncio.to_thread(self.settings_for, path, offload)
         too_big = await asyncio.to_thread(self.tui.too_big_reason, path, settings)
+        if not self.app.is_running:
+            return
         if too_big is not None:
             self.notify(
                 f"{path.name} cannot load here: {too_big}",
@@ -148,6 +153,8 @@ class EngineScreen(Screen[None]):
                 settings, on_progress=lambda p: panel.show_progress(p)
             )
         except EngineError as exc:
+            if not self.app.is_running:
+                return
             panel.show_progress(None)
             self.model_loading = False
             panel.status = ""
@@ -160,8 +167,11 @@ class EngineScreen(Screen[None]):
                 self.update_status()
             return
         finally:
-            panel.show_progress(None)
+            if self.app.is_running:
+                panel.show_progress(None)
         self.model_loading = False
+        if not self.app.is_running:
+            return
         self.on_loaded(loaded, note, new_model)
         gc.freeze()  # the loaded model's Python objects are long-lived too
 
@@ -232,7 +242,10 @@ class EngineScreen(Screen[None]):
         try:
             await self.tui.engine.start()
         except (EngineError, OSError) as exc:
-            self.show_banner(f"The engine did not start: {exc}")
+            if self.app.is_running:
+                self.show_banner(f"The engine did not start: {exc}")
+            return
+        if not self.app.is_running:
             return
         self.tui.monitor_engine_pid(self.tui.engine.pid)
         self.run_load(replace(settings, offload_layers=fewer), new_model=False)

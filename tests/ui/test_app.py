@@ -631,6 +631,31 @@ async def test_interrupted_reply_is_saved_as_partial(model_8l: Path, tmp_path: P
         assert saved.messages[-1].content == screen.conversation.last_reply()
 
 
+async def test_quitting_while_a_reply_streams_saves_it_and_exits_cleanly(
+    model_8l: Path, tmp_path: Path
+) -> None:
+    """Quit mid-reply: what streamed is saved as a partial reply, and nothing fails on the way."""
+    from tui_llm.store import ConversationStore
+
+    path = tmp_path / "conversations.sqlite3"
+    app = build(model_8l, n_ctx=4096)
+    app.store = ConversationStore(path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        app.sampling = SamplingParams(temperature=0.0, max_tokens=100000)
+        await submit(pilot, app, "long")
+        await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
+        await pilot.press("ctrl+q")
+    assert app.return_code in (0, None)
+    streamed = screen.conversation.last_reply()
+    reopened = ConversationStore(path)
+    saved = reopened.load(reopened.list_conversations()[0].id)
+    assert saved.messages[-1].partial and saved.messages[-1].role == "assistant"
+    assert streamed and saved.messages[-1].content == streamed
+    reopened.close()
+
+
 async def test_model_too_big_for_ram_is_refused_before_loading(
     model_8l: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -167,6 +167,7 @@ class MainScreen(EngineScreen):
         self.generating = True
         self.update_status()
         self._reply_task = asyncio.create_task(self.stream_reply())
+        self.tui.active_reply = self._reply_task
 
     async def stream_reply(self) -> None:
         view = await self.chat_view.add_message("assistant")
@@ -188,38 +189,45 @@ class MainScreen(EngineScreen):
                 else:
                     done = event
         except EngineError as exc:
-            await view.finish(text)
             self._record_interrupted(text)
             if text:
                 self.conversation.add_reply(text)
-            view.set_stats(f"interrupted: {exc}")
-            view.add_class("-error")
-            if exc.kind == "bad_request":
-                self.notify(str(exc), severity="error", timeout=10)
+            if self.app.is_running:
+                await view.finish(text)
+                view.set_stats(f"interrupted: {exc}")
+                view.add_class("-error")
+                if exc.kind == "bad_request":
+                    self.notify(str(exc), severity="error", timeout=10)
         except asyncio.CancelledError:
-            await view.finish(text)
             self._record_interrupted(text)
             if text:
                 self.conversation.add_reply(text)
-            view.set_stats("stopped")
+            if self.app.is_running:
+                await view.finish(text)
+                view.set_stats("stopped")
             raise
         finally:
             self.generating = False
             self._reply_task = None
-            self.update_status()
-            # The collector stays off until the reply is painted: switched on now, its first
-            # pass would walk every object the reply made (20-30 ms) in the middle of the paint.
-            self.call_after_refresh(self._collect_and_freeze)
-            # A modal screen on top can swallow that callback: never leave the collector off.
-            self.set_timer(2.0, self._collect_and_freeze)
+            if self.app.is_running:
+                self.update_status()
+                # The collector stays off until the reply is painted: switched on now, its
+                # first pass would walk every object the reply made (20-30 ms) mid-paint.
+                self.call_after_refresh(self._collect_and_freeze)
+                # A modal screen on top can swallow that callback: never leave it off.
+                self.set_timer(2.0, self._collect_and_freeze)
+            else:
+                gc.enable()  # quitting: nothing to paint
         if done is not None:
-            await view.finish(done.text)
             self.conversation.add_reply(done.text)
             self.recorder.reply_finished(
                 done.text, done.stats, partial=done.finish_reason == "cancelled"
             )
-            view.set_stats(format_stats(done.stats, done.finish_reason))
             self._n_past = done.n_past
+            if not self.app.is_running:
+                return
+            await view.finish(done.text)
+            view.set_stats(format_stats(done.stats, done.finish_reason))
             self.update_status()
             if done.finish_reason == "context":
                 self.notify(
@@ -228,7 +236,8 @@ class MainScreen(EngineScreen):
                     severity="warning",
                     timeout=10,
                 )
-        self.chat_view.scroll_end(animate=False)
+        if self.app.is_running:
+            self.chat_view.scroll_end(animate=False)
 
     def _record_interrupted(self, text: str) -> None:
         """Keep an interrupted reply's text; one with no text at all is not kept."""

@@ -182,6 +182,8 @@ async def test_kill_9_is_reported_and_a_new_engine_starts(model_8l: Path) -> Non
                 pass
         assert caught.value.kind == "crashed"
         assert "SIGKILL" in str(caught.value) and "\n" not in str(caught.value)
+        # The log's last line is chatter; the message names the usual cause of a SIGKILL.
+        assert "OOM killer" in str(caught.value)
         assert crashes and crashes[0].kind == "crashed"
         assert client.loaded is None
         await client.start()

@@ -61,3 +61,15 @@ def test_layer_lines_naming_an_endpoint_find_their_rpc_server() -> None:
         DeviceLayers("RPC0", 1),
         DeviceLayers("RPC1", 2),
     )
+
+
+def test_last_error_line_skips_the_chatter() -> None:
+    from tui_llm.engine.logsink import last_error_line
+
+    log = [
+        "llama_model_load: error loading model: tensor 'x' data is not within the file bounds",
+        "Using chat bos_token: <s>",
+        "",
+    ]
+    assert last_error_line(log) == log[0]
+    assert last_error_line(["Using chat eos_token: </s>"]) is None

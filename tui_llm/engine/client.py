@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui_llm import paths
+from tui_llm.engine.logsink import last_error_line
 from tui_llm.engine.protocol import (
     CancelRequest,
     ChatMessage,
@@ -195,8 +196,12 @@ class EngineClient:
         else:
             what = f"exited with status {code}"
         tail = self.log_tail()
-        hint = next((line for line in reversed(tail) if line.strip()), "")
-        message = f"the engine process {what}" + (f" ({hint.strip()})" if hint else "")
+        # The last line of llama.cpp's log is mostly chatter: name an error if there is one,
+        # and the usual sender of a SIGKILL nobody asked for.
+        hint = last_error_line(tail)
+        if hint is None and code == -signal.SIGKILL:
+            hint = "out of memory? the kernel's OOM killer sends SIGKILL"
+        message = f"the engine process {what}" + (f" ({hint})" if hint else "")
         error = EngineError("crashed", message, tuple(tail))
         self.loaded = None
         self.ready = None

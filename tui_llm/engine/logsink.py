@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -46,8 +46,13 @@ class LogSink:
 
     def last_error(self) -> str | None:
         """The most recent line that reads like an error."""
-        for line in reversed(self.tail):
-            low = line.lower()
-            if any(w in low for w in ("error", "failed", "invalid", "cannot", "unable")):
-                return line.strip()
-        return None
+        return last_error_line(self.tail)
+
+
+def last_error_line(lines: Iterable[str]) -> str | None:
+    """The last of ``lines`` that reads like an error (llama.cpp's log is mostly chatter)."""
+    for line in reversed(list(lines)):
+        low = line.lower()
+        if any(w in low for w in ("error", "failed", "invalid", "cannot", "unable", "abort")):
+            return line.strip()
+    return None

@@ -160,11 +160,20 @@ async def test_offload_change_reloads_in_background_and_keeps_the_chat(
             original(progress)
 
         panel.show_progress = spy  # type: ignore[method-assign]
+        statuses: list[str] = []
+
+        def on_status(text: str) -> None:
+            statuses.append(text)
+
+        screen.watch(panel, "status", on_status, init=False)
         await pilot.press("enter")
         await wait_until(
             pilot, lambda: screen.loaded is not None and screen.loaded.offloaded_layers == 9
         )
         assert any(p is not None and p > 0 for p in seen_loading)
+        # Past the weights (100%) the panel says the context is being set up, then the result.
+        assert any("setting up the context" in text for text in statuses), statuses
+        assert statuses[-1].startswith("Loaded in")
         loaded = screen.loaded
         assert loaded.kv_restored_tokens > 0
         assert any(b.device.startswith("RPC") and b.kind == "kv" for b in loaded.buffers)

@@ -148,10 +148,16 @@ class EngineScreen(Screen[None]):
         panel.status = f"Loading {name}…"
         panel.show_progress(0.0)
         self.update_status()
+
+        def on_progress(progress: float) -> None:
+            panel.show_progress(progress)
+            if progress >= 1.0:
+                # llama.cpp's progress covers the weights; the context (KV cache, compute
+                # buffers) comes after, and takes a while on a GPU or a remote device.
+                panel.status = f"Loading {name}: weights in, setting up the context…"
+
         try:
-            loaded, note = await self.tui.load_with_recovery(
-                settings, on_progress=lambda p: panel.show_progress(p)
-            )
+            loaded, note = await self.tui.load_with_recovery(settings, on_progress=on_progress)
         except EngineError as exc:
             if not self.app.is_running:
                 return

@@ -156,12 +156,11 @@ class MainScreen(EngineScreen):
             self.start_reply()
 
     def _collect_and_freeze(self) -> None:
-        """Collect what a reply left behind, freeze the survivors, switch the collector on."""
-        if self.generating or gc.isenabled():
-            return  # the next reply has begun (its end collects), or this ran already
+        """Collect what a reply left behind and freeze the survivors (about 5 ms)."""
+        if self.generating:
+            return  # the next reply has begun; its own end collects
         gc.collect()
         gc.freeze()
-        gc.enable()
 
     def start_reply(self) -> None:
         self.generating = True
@@ -174,9 +173,6 @@ class MainScreen(EngineScreen):
         text = ""
         done: DoneEvent | None = None
         self.recorder.reply_started()
-        # A full collection while a reply streams stalls the screen for 50-100 ms; the reply's
-        # objects are collected once it is done, while the user reads.
-        gc.disable()
         try:
             async for event in self.tui.engine.generate(
                 self.conversation.for_model(), self.tui.sampling
@@ -211,13 +207,9 @@ class MainScreen(EngineScreen):
             self._reply_task = None
             if self.app.is_running:
                 self.update_status()
-                # The collector stays off until the reply is painted: switched on now, its
-                # first pass would walk every object the reply made (20-30 ms) mid-paint.
+                # What the reply left: its garbage collected, its survivors frozen, so the
+                # collections of later replies do not walk them again.
                 self.call_after_refresh(self._collect_and_freeze)
-                # A modal screen on top can swallow that callback: never leave it off.
-                self.set_timer(2.0, self._collect_and_freeze)
-            else:
-                gc.enable()  # quitting: nothing to paint
         if done is not None:
             self.conversation.add_reply(done.text)
             self.recorder.reply_finished(

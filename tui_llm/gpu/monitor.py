@@ -1,4 +1,4 @@
-"""The sampling thread behind the GPU/VRAM gauge; re-exports the samples and the monitors."""
+"""The sampling thread behind the GPU/VRAM gauge."""
 
 from __future__ import annotations
 
@@ -11,38 +11,8 @@ from types import MappingProxyType
 
 import psutil
 
-from tui_llm.gpu.nvml import (
-    GpuMonitor,
-    NullMonitor,
-    NvmlMonitor,
-    NvmlUnavailableError,
-    create_monitor,
-    nvidia_gpu_present,
-)
-from tui_llm.gpu.samples import (
-    GpuSample,
-    HostSample,
-    MonitorSnapshot,
-    ProcessMemory,
-    engine_vram,
-    gpu_samples_from_devices,
-)
-
-__all__ = [
-    "GpuMonitor",
-    "GpuSample",
-    "HostSample",
-    "MonitorSnapshot",
-    "MonitorThread",
-    "NullMonitor",
-    "NvmlMonitor",
-    "NvmlUnavailableError",
-    "ProcessMemory",
-    "create_monitor",
-    "engine_vram",
-    "gpu_samples_from_devices",
-    "nvidia_gpu_present",
-]
+from tui_llm.gpu.nvml import GpuMonitor
+from tui_llm.gpu.samples import GpuSample, HostSample, MonitorSnapshot, ProcessMemory
 
 log = logging.getLogger(__name__)
 

@@ -83,6 +83,14 @@ async def send(pilot: Pilot[Any], app: TuiLlmApp, text: str) -> None:
     await wait_until(pilot, lambda: not app.main_screen.generating)
 
 
+async def start_long_reply(pilot: Pilot[Any], app: TuiLlmApp, text: str) -> None:
+    """Send ``text`` for a reply with no token limit; return once some of it is on screen."""
+    app.sampling = SamplingParams(temperature=0.0, max_tokens=100000)
+    await submit(pilot, app, text)
+    chat = app.main_screen.query_one(ChatView)
+    await wait_until(pilot, lambda: len(chat.messages()[-1].content) > 5)
+
+
 def roles(app: TuiLlmApp) -> list[str]:
     return [view.role for view in app.main_screen.query_one(ChatView).messages()]
 
@@ -260,9 +268,7 @@ async def test_engine_crash_keeps_the_conversation_and_restarts(model_8l: Path) 
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.loaded is not None)
-        app.sampling = SamplingParams(temperature=0.0, max_tokens=100000)
-        await submit(pilot, app, "a long reply please")
-        await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
+        await start_long_reply(pilot, app, "a long reply please")
         app.engine.kill()
         await wait_until(pilot, lambda: not screen.generating)
         banner = str(screen.query_one("#banner").render())
@@ -630,9 +636,7 @@ async def test_interrupted_reply_is_saved_as_partial(model_8l: Path, tmp_path: P
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.loaded is not None)
-        app.sampling = SamplingParams(temperature=0.0, max_tokens=100000)
-        await submit(pilot, app, "long")
-        await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
+        await start_long_reply(pilot, app, "long")
         app.engine.kill()
         await wait_until(pilot, lambda: not screen.generating)
         saved = store.load(store.list_conversations()[0].id)
@@ -652,9 +656,7 @@ async def test_quitting_while_a_reply_streams_saves_it_and_exits_cleanly(
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.loaded is not None)
-        app.sampling = SamplingParams(temperature=0.0, max_tokens=100000)
-        await submit(pilot, app, "long")
-        await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()[-1].content) > 5)
+        await start_long_reply(pilot, app, "long")
         await pilot.press("ctrl+q")
     assert app.return_code in (0, None)
     streamed = screen.conversation.last_reply()

@@ -39,11 +39,11 @@ from tui_llm.store.records import (
     StoredConversation,
     StoredMessage,
     StoreError,
-    _check_role,
-    _stats_from_json,
-    _stats_json,
-    _storable,
     auto_title,
+    check_role,
+    stats_from_json,
+    stats_json,
+    storable,
 )
 
 DATABASE_NAME = "conversations.sqlite3"
@@ -177,8 +177,8 @@ class ConversationStore:
                     self._clean_title(title),
                     now,
                     now,
-                    _storable(model_path) if model_path is not None else None,
-                    _storable(system_prompt),
+                    storable(model_path) if model_path is not None else None,
+                    storable(system_prompt),
                 ),
             )
             return int(cursor.lastrowid or 0)
@@ -193,9 +193,9 @@ class ConversationStore:
         stats: Mapping[str, Any] | ReplyStats | None = None,
     ) -> int:
         """Append a message at the end of a conversation; returns the message id."""
-        _check_role(role)
-        stats_json = _stats_json(stats)
-        stored = _storable(content)
+        check_role(role)
+        stats_text = stats_json(stats)
+        stored = storable(content)
         now = self._clock()
         with self._transaction("saving a message", write=True) as db:
             self._touch(db, conversation_id, now)
@@ -207,7 +207,7 @@ class ConversationStore:
                 "INSERT INTO messages"
                 " (conversation_id, position, role, content, created, partial, stats_json)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, position, role, stored, now, int(partial), stats_json),
+                (conversation_id, position, role, stored, now, int(partial), stats_text),
             )
             return int(cursor.lastrowid or 0)
 
@@ -224,7 +224,7 @@ class ConversationStore:
         A streaming reply is added with ``partial=True`` as soon as it starts, updated while it
         streams, and updated with ``partial=False`` and its stats when it finishes.
         """
-        stats_json = _stats_json(stats)
+        stats_text = stats_json(stats)
         with self._transaction("saving a reply", write=True) as db:
             row = db.execute(
                 "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)
@@ -233,7 +233,7 @@ class ConversationStore:
                 raise StoreError(f"message {message_id} is no longer in {self.path}", "missing")
             db.execute(
                 "UPDATE messages SET content = ?, partial = ?, stats_json = ? WHERE id = ?",
-                (_storable(content), int(partial), stats_json, message_id),
+                (storable(content), int(partial), stats_text, message_id),
             )
             self._touch(db, int(row[0]), self._clock())
 
@@ -253,11 +253,11 @@ class ConversationStore:
         self._set_column(conversation_id, "title", self._clean_title(title))
 
     def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
-        self._set_column(conversation_id, "system_prompt", _storable(system_prompt))
+        self._set_column(conversation_id, "system_prompt", storable(system_prompt))
 
     def set_model_path(self, conversation_id: int, model_path: str | None) -> None:
         self._set_column(
-            conversation_id, "model_path", _storable(model_path) if model_path else None
+            conversation_id, "model_path", storable(model_path) if model_path else None
         )
 
     def delete_conversation(self, conversation_id: int) -> None:
@@ -284,7 +284,7 @@ class ConversationStore:
         """
         if not text:
             return self.list_conversations(limit)
-        pattern = _like_pattern(_storable(text))
+        pattern = _like_pattern(storable(text))
         with self._transaction("searching conversations") as db:
             rows = db.execute(
                 f"{_SUMMARY_SELECT}"
@@ -317,7 +317,7 @@ class ConversationStore:
                 role=row[2],
                 content=row[3],
                 partial=bool(row[4]),
-                stats=_stats_from_json(row[5]),
+                stats=stats_from_json(row[5]),
                 created=row[6],
             )
             for row in rows
@@ -348,7 +348,7 @@ class ConversationStore:
     @staticmethod
     def _clean_title(title: str | None) -> str | None:
         """A title on one line, or ``None`` (automatic) when blank."""
-        cleaned = " ".join(_storable(title).split()) if title is not None else ""
+        cleaned = " ".join(storable(title).split()) if title is not None else ""
         return cleaned or None
 
     def _touch(self, db: sqlite3.Connection, conversation_id: int, now: float) -> None:

@@ -117,7 +117,7 @@ def _model_name(model_path: str | None) -> str | None:
     return Path(model_path).name if model_path else None
 
 
-def _storable(text: str) -> str:
+def storable(text: str) -> str:
     """``text`` as valid UTF-8: lone surrogates (never typed, but possible) become U+FFFD."""
     try:
         text.encode("utf-8")
@@ -126,7 +126,7 @@ def _storable(text: str) -> str:
     return text
 
 
-def _stats_json(stats: Mapping[str, Any] | ReplyStats | None) -> str | None:
+def stats_json(stats: Mapping[str, Any] | ReplyStats | None) -> str | None:
     if stats is None:
         return None
     if isinstance(stats, ReplyStats):
@@ -134,7 +134,7 @@ def _stats_json(stats: Mapping[str, Any] | ReplyStats | None) -> str | None:
     return json.dumps(dict(stats), separators=(",", ":"))
 
 
-def _stats_from_json(text: str | None) -> dict[str, Any] | None:
+def stats_from_json(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
@@ -144,6 +144,6 @@ def _stats_from_json(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _check_role(role: str) -> None:
+def check_role(role: str) -> None:
     if role not in _ROLES:
         raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")

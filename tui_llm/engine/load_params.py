@@ -11,18 +11,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tui_llm.engine.protocol import LoadSettings
+from tui_llm.catalog.ggml_types import type_ids_by_name
+from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings
 
-KV_TYPE_IDS = {
-    "f32": 0,
-    "f16": 1,
-    "q4_0": 2,
-    "q4_1": 3,
-    "q5_0": 6,
-    "q5_1": 7,
-    "q8_0": 8,
-    "bf16": 30,
-}
+# ggml type id of each KV cache type llama.cpp accepts.
+KV_TYPE_IDS = {name: type_ids_by_name()[name] for name in KV_CACHE_TYPES}
 
 
 def llama_kwargs(settings: LoadSettings) -> dict[str, Any]:

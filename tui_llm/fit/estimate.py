@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from tui_llm.catalog.metadata import ModelInfo
-from tui_llm.engine.protocol import DeviceInfo, LoadSettings
+from tui_llm.engine.protocol import KV_CACHE_TYPES, DeviceInfo, LoadSettings
 from tui_llm.fit.ggml_alloc import Backend
 from tui_llm.fit.ggml_graph import TYPE_SIZES, pad, row_bytes
 from tui_llm.fit.llama_graph import GraphSettings, Placement, compute_buffers
@@ -317,7 +317,7 @@ def problems_with(info: ModelInfo, settings: EstimateSettings) -> tuple[str, ...
     """Settings llama.cpp would refuse for this model, each as one line."""
     found = []
     for kind, type_name in (("K", settings.type_k), ("V", settings.type_v)):
-        if type_name not in TYPE_SIZES or type_name in ("i32", "i64", "weight"):
+        if type_name not in KV_CACHE_TYPES:
             found.append(f"unknown {kind} cache type {type_name}")
     if settings.type_v not in ("f32", "f16", "bf16") and not settings.flash_attn:
         found.append(f"a {settings.type_v} V cache needs flash attention")

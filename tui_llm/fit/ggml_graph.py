@@ -10,20 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tui_llm.catalog.ggml_types import GGML_TYPES
+
 # ggml type name -> (block size, bytes per block)
+# (elements per block, bytes per block) by lower-case ggml type name, from the one type table.
 TYPE_SIZES: dict[str, tuple[int, int]] = {
-    "f32": (1, 4),
-    "f16": (1, 2),
-    "bf16": (1, 2),
-    "i32": (1, 4),
-    "i64": (1, 8),
-    "q8_0": (32, 34),
-    "q5_1": (32, 24),
-    "q5_0": (32, 22),
-    "q4_1": (32, 20),
-    "q4_0": (32, 18),
-    "weight": (1, 1),  # a model weight of any type: its size is given, not computed
+    name.lower(): (block, size) for name, block, size in GGML_TYPES.values()
 }
+TYPE_SIZES["weight"] = (1, 1)  # a model weight of any type: its size is given, not computed
 
 # ops the scheduler treats as views (ggml_is_view_op)
 VIEW_OPS = frozenset({"view", "reshape", "permute", "transpose"})

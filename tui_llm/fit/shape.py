@@ -10,7 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tui_llm.catalog.gguf_reader import TensorInfo, ggml_type_info, read_gguf
+from tui_llm.catalog.ggml_types import ggml_type_info
+from tui_llm.catalog.gguf_reader import TensorInfo, read_gguf
 from tui_llm.catalog.metadata import ModelInfo
 from tui_llm.fit.llama_graph import GraphShape, LayerShape
 

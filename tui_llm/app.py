@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import threading
@@ -76,7 +75,6 @@ class TuiLlmApp(App[None]):
         self.autostart_engine = True
         self.last_settings: LoadSettings | None = None
         self.found_models: list[Path] = []
-        self.active_reply: asyncio.Task[None] | None = None
         self.fit_labels: dict[str, str] = {}
         self._fit_models: list[Any] = []
         self._fit_free: int | None = None  # the free GPU memory the fit labels assume
@@ -108,13 +106,6 @@ class TuiLlmApp(App[None]):
     async def on_unmount(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
-        reply = self.active_reply
-        if reply is not None and not reply.done():
-            # Quit while a reply streams: stop it, and let it save what it had before the
-            # store closes.
-            reply.cancel()
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(reply, 5)
         if self.store is not None:
             self.store.close()
         await self.engine.close()

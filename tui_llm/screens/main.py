@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from dataclasses import replace
 from pathlib import Path
@@ -166,7 +167,15 @@ class MainScreen(EngineScreen):
         self.generating = True
         self.update_status()
         self._reply_task = asyncio.create_task(self.stream_reply())
-        self.tui.active_reply = self._reply_task
+
+    async def on_unmount(self) -> None:
+        """Quit while a reply streams: stop it, and let it save what it had (the app closes the
+        store after its screens)."""
+        task = self._reply_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(task, 5)
 
     async def stream_reply(self) -> None:
         view = await self.chat_view.add_message("assistant")

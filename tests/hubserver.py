@@ -200,8 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
         value = self.headers.get("Authorization", "")
         return value.removeprefix("Bearer ") if value.startswith("Bearer ") else None
 
-    def _repo_or_error(self, repo_id: str, *, files: bool) -> FakeRepo | None:
-        """The repository if this request may see it; otherwise answers the Hub's error."""
+    def _repo_or_error(self, repo_id: str, revision: str, *, files: bool) -> FakeRepo | None:
+        """The repository if this request may see it at ``revision``; else answers the error."""
         repo = self.hub.repos.get(repo_id)
         token = self._token()
         if repo is None or (repo.private and token != GRANTED_TOKEN):
@@ -220,6 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
                 f"Access to model {repo_id} is restricted and you are not in the authorized list."
             )
             self._error(status, "GatedRepo", message)
+            return None
+        if revision not in ("main", repo.commit):
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
             return None
         return repo
 
@@ -259,11 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
         return item
 
     def _info(self, repo_id: str, revision: str, blobs: bool) -> None:
-        repo = self._repo_or_error(repo_id, files=False)
+        repo = self._repo_or_error(repo_id, revision, files=False)
         if repo is None:
-            return
-        if revision not in ("main", repo.commit):
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
             return
         siblings = []
         for name, data in repo.files.items():
@@ -287,11 +287,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, body)
 
     def _tree(self, repo_id: str, revision: str) -> None:
-        repo = self._repo_or_error(repo_id, files=False)
+        repo = self._repo_or_error(repo_id, revision, files=False)
         if repo is None:
-            return
-        if revision not in ("main", repo.commit):
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
             return
         entries = [
             {
@@ -306,13 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, entries)
 
     def _resolve(self, method: str, repo_id: str, revision: str, filename: str) -> None:
-        repo = self._repo_or_error(repo_id, files=True)
+        repo = self._repo_or_error(repo_id, revision, files=True)
         if repo is None:
             return
         commit_header = {"X-Repo-Commit": repo.commit}
-        if revision not in ("main", repo.commit):
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-            return
         data = repo.files.get(filename)
         if data is None:
             self._error(404, "EntryNotFound", f"{filename} does not exist", **commit_header)

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tui_llm.catalog.generate import read_demo_corpus, write_demo_model, write_llama_gguf
+from tui_llm.catalog.generate import read_demo_corpus, write_llama_gguf
+from tui_llm.catalog.table_models import write_demo_model
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import ChatMessage, DoneEvent, LoadSettings, SamplingParams
 

@@ -104,7 +104,7 @@ def no_template_model(model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model(model_dir: Path) -> Path:
-    from tui_llm.catalog.generate import write_demo_model
+    from tui_llm.catalog.table_models import write_demo_model
 
     return write_demo_model(model_dir / "demo.gguf")
 

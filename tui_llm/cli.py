@@ -303,7 +303,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_demo_model(args: argparse.Namespace) -> int:
-    from tui_llm.catalog.generate import write_demo_model
+    from tui_llm.catalog.table_models import write_demo_model
 
     path = Path(args.path).expanduser()
     if path.is_dir():

@@ -20,7 +20,8 @@ from textual.widgets import Input, Static, TextArea
 from tui_llm import config
 from tui_llm.app import TuiLlmApp, make_app
 from tui_llm.catalog.discovery import LocalModel, iter_local_models
-from tui_llm.catalog.generate import write_demo_model, write_llama_gguf
+from tui_llm.catalog.generate import write_llama_gguf
+from tui_llm.catalog.table_models import write_demo_model
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import DeviceInfo
 from tui_llm.gpu.samples import GpuSample, HostSample, MonitorSnapshot, ProcessMemory

@@ -16,16 +16,18 @@ from tui_llm.catalog.generate import (
     BOS_ID,
     BUILTIN_VOCAB_SIZE,
     DEFAULT_CHAT_TEMPLATE,
-    DEMO_MODEL_NAME,
     EOS_ID,
     FIRST_BYTE_ID,
     SPACE_MARK,
     UNK_ID,
     build_vocabulary,
-    demo_bigram_log_probs,
     read_demo_corpus,
-    write_demo_model,
     write_llama_gguf,
+)
+from tui_llm.catalog.table_models import (
+    DEMO_MODEL_NAME,
+    demo_bigram_log_probs,
+    write_demo_model,
 )
 
 

@@ -21,7 +21,7 @@ def is_demo_model(path: str | os.PathLike[str]) -> bool:
 
 def ensure_demo_model(path: Path | None = None) -> Path:
     """The demo model's path, writing it first (atomically) if it is not there yet."""
-    from tui_llm.catalog.generate import write_demo_model
+    from tui_llm.catalog.table_models import write_demo_model
 
     target = path or paths.demo_model_path()
     if target.exists() and target.stat().st_size > 0:

@@ -1,4 +1,5 @@
-"""Writers of small llama-architecture GGUF files: random-weight test models and the demo model.
+"""Writers of small llama-architecture GGUF files: random-weight test models, and the file writer
+and SPM vocabulary that ``table_models`` (the demo and scripted models) build on.
 
 Both are real models that llama.cpp loads and runs, so tests and first-time users need no download.
 """
@@ -35,26 +36,16 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 RANDOM_MODEL_NAME = "tui-llm random llama (random weights)"
-DEMO_MODEL_NAME = "tui-llm demo (word bigram, not a language model)"
 BUILTIN_VOCAB_SIZE = 2560
-DEMO_LAYER_COUNT = 8
 
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 FIRST_BYTE_ID = 3
 SPACE_MARK = "\u2581"  # SentencePiece's word-start marker, what a space becomes.
 
-_RMS_EPS = 1e-5
+RMS_EPS = 1e-5
 _ROPE_FREQ_BASE = 10000.0
 _INIT_STD = 0.02
-_NEVER_LOGIT = -30.0
-_UNIGRAM_WEIGHT = 0.01  # share of every demo row taken from word frequencies, so text can move on
-_EOS_WEIGHT = 0.5  # a paragraph end counts half, so replies run several sentences before </s>
-_DEMO_HEAD_DIM = 32
-_DEMO_FF = 32
-_CORPUS_PIECE = re.compile(r"[A-Za-z]+|\S")
-_SENTENCE_END = frozenset({".", "?", "!"})
-# Chat prompts end with "Assistant:" or a newline, so after these the demo starts a sentence.
-_DEMO_START_CONTEXTS = ("<s>", ":", "<0x0A>")
+NEVER_LOGIT = -30.0
 
 _TYPE_BY_NAME = {
     "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
@@ -77,7 +68,9 @@ class Vocabulary:
 
 
 @dataclass(frozen=True)
-class _Shape:
+class ModelShape:
+    """A llama model's sizes; head_dim may differ from n_embd / n_head (key_length)."""
+
     n_vocab: int
     n_embd: int
     n_layer: int
@@ -139,7 +132,7 @@ def build_vocabulary(n_vocab: int | None = None, corpus: str | None = None) -> V
     return Vocabulary(tokens=tokens, scores=scores, token_types=[int(t) for t in types])
 
 
-def _tensor_plan(shape: _Shape, tie_embeddings: bool) -> list[tuple[str, tuple[int, ...]]]:
+def _tensor_plan(shape: ModelShape, tie_embeddings: bool) -> list[tuple[str, tuple[int, ...]]]:
     """Names and numpy shapes (rows, columns; GGUF stores them reversed) in file order."""
     q_width = shape.n_head * shape.head_dim
     kv_width = shape.n_head_kv * shape.head_dim
@@ -172,10 +165,10 @@ def _encode(values: FloatArray, qtype: gguf.GGMLQuantizationType) -> npt.NDArray
     return encoded
 
 
-def _write_model(
+def write_model_file(
     path: Path,
     *,
-    shape: _Shape,
+    shape: ModelShape,
     vocab: Vocabulary,
     tensor_type: TensorType,
     name: str,
@@ -207,7 +200,7 @@ def _write_model(
         writer.add_value_length(shape.head_dim)
         writer.add_rope_dimension_count(shape.head_dim)
         writer.add_rope_freq_base(_ROPE_FREQ_BASE)
-        writer.add_layer_norm_rms_eps(_RMS_EPS)
+        writer.add_layer_norm_rms_eps(RMS_EPS)
         writer.add_tokenizer_model("llama")
         writer.add_token_list(vocab.tokens)
         writer.add_token_scores(vocab.scores)
@@ -286,7 +279,7 @@ def write_llama_gguf(
     if tensor_type == "q8_0" and (n_embd % 32 or ff % 32):
         raise ValueError("q8_0 needs n_embd and n_ff to be multiples of 32")
     vocab = build_vocabulary(n_vocab)
-    shape = _Shape(
+    shape = ModelShape(
         n_vocab=len(vocab.tokens),
         n_embd=n_embd,
         n_layer=n_layer,
@@ -305,7 +298,7 @@ def write_llama_gguf(
         values *= np.float32(_INIT_STD)
         return values
 
-    return _write_model(
+    return write_model_file(
         Path(path),
         shape=shape,
         vocab=vocab,
@@ -313,90 +306,5 @@ def write_llama_gguf(
         name=name,
         chat_template=chat_template,
         tie_embeddings=tie_embeddings,
-        fill=fill,
-    )
-
-
-def demo_bigram_log_probs(vocab: Vocabulary, corpus: str) -> npt.NDArray[np.float64]:
-    """log P(next | current) over the vocabulary, counted from corpus words (rows: current token).
-
-    Paragraph ends count as </s>, so replies stop after a sentence now and then; tokens never seen
-    as a context fall back to word frequencies; out-of-vocabulary words break the chain.
-    """
-    token_ids = vocab.ids()
-    size = len(vocab.tokens)
-    pair_counts = np.zeros((size, size), dtype=np.float64)
-    word_counts = np.zeros(size, dtype=np.float64)
-    start_counts = np.zeros(size, dtype=np.float64)
-    for paragraph in re.split(r"\n\s*\n", corpus):
-        previous: int | None = BOS_ID
-        for piece in _CORPUS_PIECE.findall(paragraph):
-            current = token_ids.get(SPACE_MARK + piece if piece[0].isalpha() else piece)
-            if current is None:
-                previous = None
-                continue
-            word_counts[current] += 1
-            if previous is not None:
-                pair_counts[previous, current] += 1
-                if previous == BOS_ID or vocab.tokens[previous] in _SENTENCE_END:
-                    start_counts[current] += 1
-            previous = current
-        if previous is not None and previous != BOS_ID:
-            pair_counts[previous, EOS_ID] += _EOS_WEIGHT
-    unigram = word_counts / word_counts.sum()
-    starts = start_counts / start_counts.sum()
-    row_totals = pair_counts.sum(axis=1, keepdims=True)
-    smoothed = (1.0 - _UNIGRAM_WEIGHT) * pair_counts / np.maximum(row_totals, 1.0)
-    probs = np.where(row_totals > 0, smoothed + _UNIGRAM_WEIGHT * unigram, unigram)
-    for context in _DEMO_START_CONTEXTS:
-        if context in token_ids:
-            probs[token_ids[context]] = (1.0 - _UNIGRAM_WEIGHT) * starts + _UNIGRAM_WEIGHT * unigram
-    with np.errstate(divide="ignore"):
-        log_probs: npt.NDArray[np.float64] = np.maximum(np.log(probs), _NEVER_LOGIT)
-    log_probs[:, [UNK_ID, BOS_ID, *range(FIRST_BYTE_ID, FIRST_BYTE_ID + 256)]] = _NEVER_LOGIT
-    return log_probs
-
-
-def write_demo_model(path: str | os.PathLike[str]) -> Path:
-    """Write the built-in demo: a word-bigram table of the shipped corpus shaped as 8-layer llama.
-
-    The width equals the vocabulary: token embeddings are one-hot, attention and MLP outputs are
-    zero so the residual stays one-hot, and RMSNorm scales it by s = 1/sqrt(1/width + eps), so
-    output.weight = log P / s gives logits equal to log P(next | current). It reads as English
-    and loads in a second, which is all a demo of offload and streaming needs.
-    """
-    corpus = read_demo_corpus()
-    vocab = build_vocabulary(BUILTIN_VOCAB_SIZE, corpus)
-    width = len(vocab.tokens)
-    shape = _Shape(
-        n_vocab=width,
-        n_embd=width,
-        n_layer=DEMO_LAYER_COUNT,
-        n_ff=_DEMO_FF,
-        n_head=1,
-        n_head_kv=1,
-        head_dim=_DEMO_HEAD_DIM,
-        n_ctx=2048,
-    )
-    norm_scale = 1.0 / math.sqrt(1.0 / width + _RMS_EPS)
-
-    def fill(tensor_name: str, numpy_shape: tuple[int, ...]) -> FloatArray:
-        if len(numpy_shape) == 1:
-            return np.ones(numpy_shape, dtype=np.float32)
-        if tensor_name == "token_embd.weight":
-            return np.eye(width, dtype=np.float32)
-        if tensor_name == "output.weight":
-            log_probs = demo_bigram_log_probs(vocab, corpus)
-            return np.ascontiguousarray((log_probs.T / norm_scale).astype(np.float32))
-        return np.zeros(numpy_shape, dtype=np.float32)
-
-    return _write_model(
-        Path(path),
-        shape=shape,
-        vocab=vocab,
-        tensor_type="f16",
-        name=DEMO_MODEL_NAME,
-        chat_template=DEFAULT_CHAT_TEMPLATE,
-        tie_embeddings=False,
         fill=fill,
     )

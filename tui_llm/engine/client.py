@@ -346,7 +346,11 @@ class EngineClient:
                     )
                 )
                 while True:
-                    event = await self._next(pending)
+                    try:
+                        event = await self._next(pending)
+                    except EngineError:
+                        finished = True  # the engine ended this request: nothing to drain
+                        raise
                     if isinstance(event, TokensEvent):
                         yield event
                     elif isinstance(event, DoneEvent):

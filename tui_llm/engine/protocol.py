@@ -65,10 +65,15 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One turn of a conversation."""
+    """One turn of a conversation; a reply's thinking is kept apart from its answer.
+
+    The template sees ``reasoning`` as ``reasoning_content`` (Qwen3's and DeepSeek's name): a
+    template that uses it decides which turns keep their thinking; one that does not drops it.
+    """
 
     role: Literal["system", "user", "assistant"]
     content: str
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,15 @@ class ReplyStats:
     prompt_tokens_per_s: float
     generation_tokens_per_s: float
     total_s: float
+    # Of generated_tokens, those inside a reasoning model's thinking (the tags included).
+    reasoning_tokens: int = 0
+    # From the request to the first answer text after any thinking; None: no answer text.
+    time_to_first_answer_s: float | None = None
+
+    @property
+    def answer_tokens(self) -> int:
+        """Generated tokens that are not thinking."""
+        return self.generated_tokens - self.reasoning_tokens
 
 
 # ---- requests (parent -> child) -------------------------------------------------------------
@@ -210,21 +224,25 @@ class UnloadedEvent:
 
 @dataclass(frozen=True)
 class TokensEvent:
-    """A batch of generated text (several tokens gathered over ~40 ms)."""
+    """A batch of generated text (several tokens gathered over ~40 ms): answer and thinking."""
 
     request_id: int
     text: str
     n_tokens: int
+    reasoning: str = ""
     type: Literal["tokens"] = "tokens"
 
 
 @dataclass(frozen=True)
 class DoneEvent:
+    """A reply ended: its whole answer, its thinking (if the model thinks), why it ended."""
+
     request_id: int
     text: str
     finish_reason: Literal["stop", "length", "cancelled", "context"]
     stats: ReplyStats
     n_past: int
+    reasoning: str = ""
     type: Literal["done"] = "done"
 
 

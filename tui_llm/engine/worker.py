@@ -18,13 +18,12 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from tui_llm.engine import chat_format, kvstate
+from tui_llm.engine import kvstate, templates
 from tui_llm.engine.load_params import KV_TYPE_IDS, llama_kwargs, progress_hook
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
     CancelRequest,
-    ChatMessage,
     DevicesEvent,
     DevicesRequest,
     DoneEvent,
@@ -47,6 +46,7 @@ from tui_llm.engine.protocol import (
     decode,
     encode,
 )
+from tui_llm.engine.reasoning import ReasoningSplitter, prompt_opens_thinking
 from tui_llm.engine.streaming import find_stop, held_back, tokens_to_evaluate
 
 
@@ -63,10 +63,7 @@ class Worker:
         self._cancel_lock = threading.Lock()
         self._llm: Any = None
         self._settings: LoadSettings | None = None
-        self._template: str | None = None
-        self._template_name = ""
-        self._stops: tuple[str, ...] = ()
-        self._template_warning: str | None = None
+        self._template: templates.ChosenTemplate | None = None
         self._shutdown = False
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -213,7 +210,8 @@ class Worker:
         kind: ErrorKind = "bad_model"
         with self._sink.capture() as lines:
             try:
-                with progress_hook(self._progress_reporter(rid)):
+                hook = progress_hook(self._progress_reporter(rid))
+                with hook, templates.tolerant_gguf_templates():
                     self._llm = Llama(settings.model_path, verbose=True, **llama_kwargs(settings))
             except (ValueError, RuntimeError, OSError) as exc:
                 error = _one_line(exc)
@@ -231,7 +229,7 @@ class Worker:
             )
             return
         self._settings = settings
-        self._choose_template(settings)
+        self._template = self._choose_template(settings, info.architecture or "")
         restored = kvstate.restore_state(self._llm, state) if state is not None else 0
         self.send(
             LoadedEvent(
@@ -242,8 +240,8 @@ class Worker:
                 total_layers=report.total_layers or (info.n_layer or 0) + 1,
                 buffers=report.buffers,
                 devices=devices,
-                chat_template_source=self._template_name,
-                chat_template_warning=self._template_warning,
+                chat_template_source=self._template.source,
+                chat_template_warning=self._template.warning,
                 load_seconds=time.perf_counter() - started,
                 kv_restored_tokens=restored,
                 n_ctx_train=int(info.context_length or 0),
@@ -251,55 +249,42 @@ class Worker:
             )
         )
 
-    def _choose_template(self, settings: LoadSettings) -> None:
+    def _choose_template(
+        self, settings: LoadSettings, architecture: str
+    ) -> templates.ChosenTemplate:
         llm = self._llm
-        metadata: dict[str, str] = llm.metadata
-        self._template_warning = None
-        if settings.chat_format:
-            name = settings.chat_format
-            self._template = chat_format.BUILTIN_FORMATS[name]
-            self._template_name = name
-            self._stops = chat_format.STOP_STRINGS.get(name, ())
-        elif metadata.get("tokenizer.chat_template"):
-            self._template = metadata["tokenizer.chat_template"]
-            self._template_name = "gguf"
-            self._stops = ()
-        else:
-            name = chat_format.DEFAULT_FALLBACK
-            self._template = chat_format.BUILTIN_FORMATS[name]
-            self._template_name = name
-            self._stops = chat_format.STOP_STRINGS.get(name, ())
-            self._template_warning = (
-                f"this model has no chat template; using the {name} format "
-                "(choose another with --chat-format)"
-            )
+
+        def has_token(text: str) -> bool:
+            ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+            return len(ids) == 1 and _piece(llm, ids[0], special=True) == text.encode()
+
+        return templates.choose_template(
+            llm.metadata.get("tokenizer.chat_template"),
+            settings.chat_format,
+            architecture,
+            has_token,
+        )
 
     # ---- generation ----------------------------------------------------------------------
 
-    def _render(self, messages: tuple[ChatMessage, ...]) -> tuple[str, tuple[str, ...]]:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        llm = self._llm
-        eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="ignore")
-        bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="ignore")
-        formatter = Jinja2ChatFormatter(template=self._template or "", eos_token=eos, bos_token=bos)
-        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
-        response = formatter(messages=chat)
-        stops = tuple(s for s in (*self._stops,) if s)
-        return response.prompt, stops
-
     def generate(self, request: GenerateRequest) -> None:
-        import llama_cpp
-
         rid = request.request_id
         llm = self._llm
-        if llm is None:
+        if llm is None or self._template is None:
             self.send(ErrorEvent(rid, "not_loaded", "no model is loaded"))
             return
-        sampling: SamplingParams = request.sampling
         started = time.perf_counter()
-        prompt, template_stops = self._render(request.messages)
-        bos_text = llm.detokenize([llm.token_bos()], special=True).decode(errors="ignore")
+        bos_text = _special_text(llm, llm.token_bos())
+        try:
+            prompt = templates.render(
+                self._template.template,
+                request.messages,
+                bos_text,
+                _special_text(llm, llm.token_eos()),
+            )
+        except templates.TemplateError as exc:
+            self.send(ErrorEvent(rid, "bad_request", str(exc)))
+            return
         add_bos = not (bos_text and prompt.startswith(bos_text))
         tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=True)
         n_ctx = min(llm.n_ctx(), len(llm.input_ids))
@@ -315,64 +300,12 @@ class Worker:
         evaluated = tokens_to_evaluate(
             [int(t) for t in llm.input_ids[: llm.n_tokens]], tokens, llm._requires_eval
         )
-        stops = tuple(dict.fromkeys((*sampling.stop, *template_stops)))
-        room = n_ctx - len(tokens)
-        max_tokens = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
-        if sampling.seed is not None:
-            llm.set_seed(sampling.seed)
-        vocab = llm._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""
-        emitted = 0
-        batch_tokens = 0
-        n_generated = 0
-        first_at: float | None = None
-        last_at = started
-        last_flush = started
-        finish: str = "length"
-        piece_buf = ctypes.create_string_buffer(256)
-
-        for token in llm.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty,
-            reset=True,
-        ):
-            now = time.perf_counter()
-            if first_at is None:
-                first_at = now
-            last_at = now
-            if self.is_cancelled(rid):
-                finish = "cancelled"
-                break
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                finish = "stop"
-                break
-            n_generated += 1
-            batch_tokens += 1
-            n = llama_cpp.llama_token_to_piece(vocab, token, piece_buf, 256, 0, False)
-            text += decoder.decode(piece_buf.raw[: max(n, 0)])
-            stop_at = find_stop(text, stops, emitted)
-            if stop_at is not None:
-                text = text[:stop_at]
-                finish = "stop"
-                break
-            safe = len(text) - held_back(text, stops)
-            if safe > emitted and now - last_flush >= request.batch_interval_s:
-                self.send(TokensEvent(rid, text[emitted:safe], batch_tokens))
-                emitted, batch_tokens, last_flush = safe, 0, now
-            if n_generated >= max_tokens:
-                finish = "length" if n_generated < room else "context"
-                break
-        text += decoder.decode(b"", final=True) if finish != "stop" else ""
-        if len(text) > emitted:
-            self.send(TokensEvent(rid, text[emitted:], batch_tokens))
+        reply = _ReplyStream(self, rid, request, ReasoningSplitter(prompt_opens_thinking(prompt)))
+        finish = reply.run(llm, tokens, n_ctx - len(tokens), self._template.stops)
         ended = time.perf_counter()
-        ttft = (first_at or ended) - started
-        gen_span = last_at - (first_at or last_at)
+        ttft = (reply.first_at or ended) - started
+        gen_span = reply.last_at - (reply.first_at or reply.last_at)
+        n_generated = reply.n_generated
         stats = ReplyStats(
             prompt_tokens=len(tokens),
             prompt_tokens_evaluated=evaluated,
@@ -383,8 +316,151 @@ class Worker:
             if n_generated > 1 and gen_span > 0
             else 0.0,
             total_s=ended - started,
+            reasoning_tokens=reply.reasoning_tokens,
+            time_to_first_answer_s=(
+                reply.first_answer_at - started if reply.first_answer_at is not None else None
+            ),
         )
-        self.send(DoneEvent(rid, text, finish, stats, int(llm.n_tokens)))  # type: ignore[arg-type]
+        self.send(
+            DoneEvent(
+                rid,
+                reply.answer,
+                finish,  # type: ignore[arg-type]
+                stats,
+                int(llm.n_tokens),
+                reasoning=reply.reasoning.strip(),
+            )
+        )
+
+
+class _ReplyStream:
+    """One reply's token loop: stop strings, the thinking split, and batches to the UI."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        request_id: int,
+        request: GenerateRequest,
+        splitter: ReasoningSplitter,
+    ) -> None:
+        self._worker = worker
+        self._rid = request_id
+        self._request = request
+        self._splitter = splitter
+        self.answer = ""
+        self.reasoning = ""
+        self._unsent_answer = ""
+        self._unsent_reasoning = ""
+        self._batch_tokens = 0
+        self._last_flush = time.perf_counter()
+        self.n_generated = 0
+        self.reasoning_tokens = 0
+        self.first_at: float | None = None
+        self.last_at = self._last_flush
+        self.first_answer_at: float | None = None
+
+    def run(self, llm: Any, tokens: list[int], room: int, template_stops: tuple[str, ...]) -> str:
+        """Generate until a stop; returns the finish reason."""
+        import llama_cpp
+
+        sampling: SamplingParams = self._request.sampling
+        stops = tuple(dict.fromkeys(s for s in (*sampling.stop, *template_stops) if s))
+        max_tokens = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
+        if sampling.seed is not None:
+            llm.set_seed(sampling.seed)
+        vocab = llm._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        raw = ""
+        emitted = 0
+        finish = "length"
+        for token in llm.generate(
+            tokens,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+            reset=True,
+        ):
+            now = time.perf_counter()
+            if self.first_at is None:
+                self.first_at = now
+            self.last_at = now
+            if self._worker.is_cancelled(self._rid):
+                finish = "cancelled"
+                break
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
+                break
+            self.n_generated += 1
+            self._batch_tokens += 1
+            raw += decoder.decode(_piece(llm, token, special=False))
+            stop_at = find_stop(raw, stops, emitted)
+            if stop_at is not None:
+                raw = raw[:stop_at]
+                finish = "stop"
+                break
+            was_reasoning = self._splitter.in_reasoning
+            safe = len(raw) - held_back(raw, stops)
+            if safe > emitted:
+                self._take(self._splitter.feed(raw[emitted:safe]), now)
+                emitted = safe
+            if was_reasoning or self._splitter.in_reasoning:
+                self.reasoning_tokens += 1
+            if now - self._last_flush >= self._request.batch_interval_s:
+                self._flush(now)
+            if self.n_generated >= max_tokens:
+                finish = "length" if self.n_generated < room else "context"
+                break
+        raw += decoder.decode(b"", final=True) if finish != "stop" else ""
+        end = time.perf_counter()
+        self._take(self._splitter.feed(raw[emitted:]), end)
+        self._take(self._splitter.finish(), end)
+        self._flush(end)
+        return finish
+
+    def _take(self, split: Any, now: float) -> None:
+        if split.answer and self.first_answer_at is None:
+            self.first_answer_at = now
+        self.answer += split.answer
+        self.reasoning += split.reasoning
+        self._unsent_answer += split.answer
+        self._unsent_reasoning += split.reasoning
+
+    def _flush(self, now: float) -> None:
+        if self._unsent_answer or self._unsent_reasoning:
+            self._worker.send(
+                TokensEvent(
+                    self._rid, self._unsent_answer, self._batch_tokens, self._unsent_reasoning
+                )
+            )
+            self._unsent_answer = self._unsent_reasoning = ""
+            self._batch_tokens = 0
+            self._last_flush = now
+
+
+def _piece(llm: Any, token: int, special: bool) -> bytes:
+    """A token's bytes, however long: the buffer grows to what llama.cpp says it needs.
+
+    ``llama_token_to_piece`` returns minus the needed size when the buffer is too small
+    (llama.cpp's llama-vocab.cpp); a fixed 256-byte buffer would drop longer tokens.
+    """
+    import llama_cpp
+
+    size = 256
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(llm._model.vocab, token, buffer, size, 0, special)
+        if n >= 0:
+            return buffer.raw[:n]
+        size = -n
+
+
+def _special_text(llm: Any, token: int) -> str:
+    """A special token's text (BOS, EOS), or ``""`` for a model without one."""
+    if token < 0:
+        return ""
+    return _piece(llm, token, special=True).decode(errors="ignore")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -71,6 +71,7 @@ class TuiLlmApp(App[None]):
         self.store = store
         self._save_lock = threading.Lock()
         self.sampling = settings.sampling
+        self.system_prompt = settings.system_prompt  # for new conversations
         self.load_overrides: dict[str, Any] = {}
         self.autostart_engine = True
         self.last_settings: LoadSettings | None = None
@@ -358,6 +359,7 @@ class TuiLlmApp(App[None]):
 
     def set_sampling(self, sampling: SamplingParams, system_prompt: str) -> None:
         self.sampling = sampling
+        self.system_prompt = system_prompt
         config_mod.store_sampling(self.settings, sampling, system_prompt)
         self.save()
 

@@ -57,6 +57,13 @@ def positive_int(value: str) -> int:
     return number
 
 
+def stop_string(value: str) -> str:
+    """An argparse type: a stop string, which cannot be empty (it would end every reply)."""
+    if not value:
+        raise argparse.ArgumentTypeError("a stop string cannot be empty")
+    return value
+
+
 def _rpc_list(value: str) -> tuple[str, ...]:
     servers = tuple(s.strip() for s in value.split(",") if s.strip())
     for server in servers:
@@ -117,8 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--top-k", type=int, default=40)
     chat.add_argument("--min-p", type=float, default=0.05)
     chat.add_argument("--repeat-penalty", type=float, default=1.1)
-    chat.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    chat.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    chat.add_argument(
+        "--stop", action="append", type=stop_string, default=[], help="stop string (repeatable)"
+    )
+    chat.add_argument(
+        "--json", action="store_true", help="print one JSON object (text and reasoning apart)"
+    )
+    chat.add_argument(
+        "--hide-thinking",
+        action="store_true",
+        help="leave out a reasoning model's thinking (shown on stderr by default)",
+    )
     _add_load_options(chat)
 
     info = sub.add_parser("info", help="print a GGUF file's metadata")
@@ -157,9 +173,9 @@ def build_app_parser() -> argparse.ArgumentParser:
 def resolve_model(name: str) -> Path:
     """A model argument as a path; ``demo`` writes the demo model on first use."""
     if name in DEMO_ALIASES:
-        from tui_llm.catalog.demo import ensure_demo_model
+        from tui_llm.catalog.demo import demo_model_path
 
-        return ensure_demo_model()
+        return demo_model_path()
     path = Path(name).expanduser()
     if not path.exists():
         raise UsageError(f"no such model file: {name}")
@@ -247,16 +263,29 @@ async def _run_chat(args: argparse.Namespace) -> int:
         if loaded.chat_template_warning:
             print(f"tui-llm: note: {loaded.chat_template_warning}", file=sys.stderr)
         done: DoneEvent | None = None
+        thinking_shown = False
         async for event in client.generate(messages, sampling):
             if isinstance(event, DoneEvent):
                 done = event
-            elif not args.json:
+                continue
+            if args.json:
+                continue
+            if event.reasoning and not args.hide_thinking:
+                thinking_shown = True
+                text = event.reasoning
+                sys.stderr.write(make_inert(text) if sys.stderr.isatty() else text)
+                sys.stderr.flush()
+            if event.text:
+                if thinking_shown:
+                    sys.stderr.write("\n")  # the thinking ends; the answer follows on stdout
+                    thinking_shown = False
                 sys.stdout.write(make_inert(event.text) if interactive else event.text)
                 sys.stdout.flush()
         assert done is not None
         if args.json:
             result = {
                 "text": done.text,
+                "reasoning": done.reasoning,
                 "finish_reason": done.finish_reason,
                 "stats": asdict(done.stats),
                 "load": asdict(loaded.settings),
@@ -272,8 +301,17 @@ async def _run_chat(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write("\n")
             stats = done.stats
+            thinking = ""
+            if stats.reasoning_tokens:
+                first_answer = stats.time_to_first_answer_s
+                thinking = f"{stats.reasoning_tokens} thinking + {stats.answer_tokens} answer, " + (
+                    f"first answer token {first_answer * 1000:.0f} ms, "
+                    if first_answer is not None
+                    else ""
+                )
             print(
-                f"[{stats.generated_tokens} tokens, {stats.generation_tokens_per_s:.1f} tok/s, "
+                f"[{stats.generated_tokens} tokens, {thinking}"
+                f"{stats.generation_tokens_per_s:.1f} tok/s, "
                 f"first token {stats.time_to_first_token_s * 1000:.0f} ms, "
                 f"prompt {stats.prompt_tokens} tokens]",
                 file=sys.stderr,

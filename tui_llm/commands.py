@@ -68,6 +68,11 @@ def system_commands(app: TuiLlmApp, main: MainScreen) -> Iterator[SystemCommand]
     yield SystemCommand("Copy last reply", "OSC 52 clipboard (Ctrl+Y)", main.action_copy_reply)
     yield SystemCommand("Copy last code block", "OSC 52 clipboard (Ctrl+K)", main.action_copy_code)
     yield SystemCommand(
+        "Show or hide thinking",
+        "A reasoning model's thinking in the last reply (F6)",
+        main.action_toggle_thinking,
+    )
+    yield SystemCommand(
         "Sampling settings", "Temperature, top-p, system prompt (Ctrl+T)", main.action_sampling
     )
     yield SystemCommand(

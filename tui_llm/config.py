@@ -69,6 +69,8 @@ class Settings:
     system_prompt: str = ""
     gpu_safety_margin_mib: int | None = None
     profiles: dict[str, LoadProfile] = field(default_factory=dict)
+    # A reasoning model's thinking stays open after the answer starts (else it collapses).
+    show_thinking: bool = False
 
 
 def settings_path() -> Path:
@@ -208,6 +210,7 @@ def _settings_from(data: Mapping[str, Any], bad: list[str]) -> Settings:
     last_model = take(data, "", "last_model", _text(empty=False), default.last_model)
     system_prompt = take(data, "", "system_prompt", _text(empty=True), default.system_prompt)
     margin = take(data, "", "gpu_safety_margin_mib", _integer(0), None)
+    show_thinking = take(data, "", "show_thinking", _boolean, default.show_thinking)
     load = _profile_from(_table(data, "load", bad), "load.", default.load, bad)
     sampling_table = _table(data, "sampling", bad)
     base = default.sampling
@@ -223,7 +226,7 @@ def _settings_from(data: Mapping[str, Any], bad: list[str]) -> Settings:
         repeat_penalty=sample("repeat_penalty", _number(0, 100)),
         max_tokens=sample("max_tokens", _integer(1)),
         seed=sample("seed", _integer(0)),
-        stop=tuple(sample("stop", _strings)),
+        stop=tuple(sample("stop", _stop_strings)),
     )
     profiles: dict[str, LoadProfile] = {}
     for model, entry in _table(data, "profiles", bad).items():
@@ -242,6 +245,7 @@ def _settings_from(data: Mapping[str, Any], bad: list[str]) -> Settings:
         system_prompt=system_prompt,
         gpu_safety_margin_mib=margin,
         profiles=profiles,
+        show_thinking=show_thinking,
     )
 
 
@@ -304,6 +308,14 @@ def _strings(value: object) -> Any:
     return _MISSING
 
 
+def _stop_strings(value: object) -> Any:
+    """Stop strings: an empty one would end every reply at its first character."""
+    strings = _strings(value)
+    if strings is _MISSING or any(not item for item in strings):
+        return _MISSING
+    return strings
+
+
 def _boolean(value: object) -> Any:
     return value if isinstance(value, bool) else _MISSING
 
@@ -334,6 +346,7 @@ def _values(settings: Settings) -> dict[str, Any]:
         "last_model": settings.last_model,
         "system_prompt": settings.system_prompt,
         "gpu_safety_margin_mib": settings.gpu_safety_margin_mib,
+        "show_thinking": settings.show_thinking,
         "load": profile(settings.load),
         "sampling": sampling,
         "profiles": {model: profile(p) for model, p in settings.profiles.items()},

@@ -22,9 +22,12 @@ class Conversation:
     def add_user(self, text: str) -> None:
         self.turns.append(ChatMessage("user", text))
 
-    def add_reply(self, text: str) -> None:
-        """Record a reply, a partial one (stopped, crashed) included: nothing is lost."""
-        self.turns.append(ChatMessage("assistant", text))
+    def add_reply(self, text: str, reasoning: str = "") -> None:
+        """Record a reply, a partial one (stopped, crashed) included: nothing is lost.
+
+        ``text`` is the answer; a reasoning model's thinking is kept apart in ``reasoning``.
+        """
+        self.turns.append(ChatMessage("assistant", text, reasoning))
 
     @property
     def last_role(self) -> str | None:

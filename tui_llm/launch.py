@@ -33,6 +33,12 @@ def run_app(model: Path | None, args: argparse.Namespace) -> int:
         store=ConversationStore(),
     )
     app.load_overrides = load_overrides_from_args(args)
+    if model is not None:
+        from tui_llm.catalog.demo import demo_session
+
+        app.sampling, app.system_prompt = demo_session(
+            model, settings.sampling, settings.system_prompt
+        )
     app.run()
     return 0
 
@@ -40,11 +46,12 @@ def run_app(model: Path | None, args: argparse.Namespace) -> int:
 def scan_with_demo(
     iter_local_models: Callable[[list[Path]], Iterable[Any]], dirs: list[Path]
 ) -> Iterable[Any]:
-    """The user's models, with the built-in demo model always offered (written on first use)."""
-    from tui_llm.catalog.demo import ensure_demo_model
+    """The user's models, with a demo model always offered: SmolLM2 if installed, else the
+    built-in bigram model (written on first use)."""
+    from tui_llm.catalog.demo import demo_model_path
 
     try:
-        demo = ensure_demo_model()
+        demo = demo_model_path()
     except OSError:
         return iter_local_models(dirs)
     return iter_local_models([demo.parent, *dirs])

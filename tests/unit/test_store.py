@@ -321,14 +321,43 @@ def test_a_later_migration_upgrades_a_v1_database_and_keeps_its_data(db_path: Pa
     with ConversationStore(db_path) as store:
         conversation_id = store.new_conversation(None, "")
         store.add_message(conversation_id, "user", "from v1")
-    v2 = "ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;"
+    later = "ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;"
     db = raw(db_path)
-    assert schema_version(db) == 1
-    assert migrate(db, (*MIGRATIONS, v2)) == 2
-    assert migrate(db, (*MIGRATIONS, v2)) == 2  # idempotent
+    known = len(MIGRATIONS)
+    assert schema_version(db) == known
+    assert migrate(db, (*MIGRATIONS, later)) == known + 1
+    assert migrate(db, (*MIGRATIONS, later)) == known + 1  # idempotent
     assert db.execute("SELECT pinned FROM conversations").fetchall() == [(0,)]
     assert db.execute("SELECT content FROM messages").fetchall() == [("from v1",)]
     db.close()
+
+
+def test_a_first_version_database_gains_the_reasoning_column_and_keeps_its_data(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    db = raw(db_path)
+    migrate(db, MIGRATIONS[:1])
+    db.execute("INSERT INTO conversations (created, updated) VALUES (1, 1)")
+    db.execute(
+        "INSERT INTO messages (conversation_id, position, role, content, created, stats_json)"
+        " VALUES (1, 0, 'assistant', 'old reply', 1, ?)",
+        (
+            '{"prompt_tokens": 3, "prompt_tokens_evaluated": 3, "generated_tokens": 2, '
+            '"time_to_first_token_s": 0.1, "prompt_tokens_per_s": 30.0, '
+            '"generation_tokens_per_s": 10.0, "total_s": 0.3}',
+        ),
+    )
+    db.close()
+    with ConversationStore(db_path) as store:
+        loaded = store.load(1)
+        (message,) = loaded.messages
+        assert (message.content, message.reasoning) == ("old reply", "")
+        stats = message.reply_stats()  # saved before thinking figures existed
+        assert stats is not None and stats.reasoning_tokens == 0
+        store.update_message(message.id, "answer", partial=False, reasoning="thoughts")
+        turn = store.load(1).to_conversation().turns[0]
+        assert (turn.content, turn.reasoning) == ("answer", "thoughts")
 
 
 def test_a_failing_migration_rolls_back_every_step(db_path: Path) -> None:
@@ -338,7 +367,7 @@ def test_a_failing_migration_rolls_back_every_step(db_path: Path) -> None:
     db = raw(db_path)
     with pytest.raises(sqlite3.OperationalError):
         migrate(db, (*MIGRATIONS, broken))
-    assert schema_version(db) == 1
+    assert schema_version(db) == len(MIGRATIONS)
     columns = [row[1] for row in db.execute("PRAGMA table_info(conversations)")]
     assert "pinned" not in columns
     db.close()

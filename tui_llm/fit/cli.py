@@ -98,9 +98,9 @@ def add_fit_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _resolve(name: str) -> Path:
     if name in DEMO_ALIASES:
-        from tui_llm.catalog.demo import ensure_demo_model
+        from tui_llm.catalog.demo import demo_model_path
 
-        return ensure_demo_model()
+        return demo_model_path()
     return Path(name).expanduser()
 
 

@@ -28,7 +28,7 @@ from tui_llm.messages import (
 from tui_llm.screens.engine_screen import EMPTY_CHAT, EngineScreen, StatusBar
 from tui_llm.store.recorder import ConversationRecorder
 from tui_llm.widgets.browser import ModelBrowser
-from tui_llm.widgets.chat import ChatView, code_blocks, format_stats
+from tui_llm.widgets.chat import ChatView, code_blocks, format_stats, thinking_title
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.hub import HubPanel
 from tui_llm.widgets.hub_messages import HubModelDownloaded
@@ -65,6 +65,7 @@ class MainScreen(EngineScreen):
         Binding("f7", "cycle_model(-1)", "Prev model", show=False, priority=True),
         Binding("f8", "cycle_model(1)", "Next model", show=False, priority=True),
         Binding("f5", "restart_engine", "Restart engine", show=False, priority=True),
+        Binding("f6", "toggle_thinking", "Thinking", show=False, priority=True),
         *[Binding(str(n), f"recent_model({n})", show=False) for n in range(1, 10)],
     ]
 
@@ -106,7 +107,7 @@ class MainScreen(EngineScreen):
             self.tui.store, on_error=lambda text: self.notify(text, severity="warning", timeout=10)
         )
         self.query_one(PromptInput).focus()
-        self.conversation.system_prompt = self.tui.settings.system_prompt
+        self.conversation.system_prompt = self.tui.system_prompt
         panel = self.query_one(OffloadPanel)
         self.tui.configure_offload_panel(panel)
         browser = self.query_one(ModelBrowser)
@@ -178,8 +179,9 @@ class MainScreen(EngineScreen):
                 await asyncio.wait_for(task, 5)
 
     async def stream_reply(self) -> None:
-        view = await self.chat_view.add_message("assistant")
-        text = ""
+        show_thinking = self.tui.settings.show_thinking
+        view = await self.chat_view.add_message("assistant", show_thinking=show_thinking)
+        text = reasoning = ""
         done: DoneEvent | None = None
         self.recorder.reply_started()
         try:
@@ -188,15 +190,19 @@ class MainScreen(EngineScreen):
             ):
                 if isinstance(event, TokensEvent):
                     text += event.text
-                    self.recorder.reply_progress(text)
-                    await view.append(event.text)
+                    reasoning += event.reasoning
+                    self.recorder.reply_progress(text, reasoning)
+                    if event.reasoning:
+                        await view.append_reasoning(event.reasoning)
+                    if event.text:
+                        await view.append(event.text)
                     self.chat_view.scroll_end(animate=False)
                 else:
                     done = event
         except EngineError as exc:
-            self._record_interrupted(text)
-            if text:
-                self.conversation.add_reply(text)
+            self._record_interrupted(text, reasoning)
+            if text or reasoning:
+                self.conversation.add_reply(text, reasoning)
             if self.app.is_running:
                 await view.finish(text)
                 view.set_stats(f"interrupted: {exc}")
@@ -204,9 +210,9 @@ class MainScreen(EngineScreen):
                 if exc.kind == "bad_request":
                     self.notify(str(exc), severity="error", timeout=10)
         except asyncio.CancelledError:
-            self._record_interrupted(text)
-            if text:
-                self.conversation.add_reply(text)
+            self._record_interrupted(text, reasoning)
+            if text or reasoning:
+                self.conversation.add_reply(text, reasoning)
             if self.app.is_running:
                 await view.finish(text)
                 view.set_stats("stopped")
@@ -220,14 +226,17 @@ class MainScreen(EngineScreen):
                 # collections of later replies do not walk them again.
                 self.call_after_refresh(self._collect_and_freeze)
         if done is not None:
-            self.conversation.add_reply(done.text)
+            self.conversation.add_reply(done.text, done.reasoning)
             self.recorder.reply_finished(
-                done.text, done.stats, partial=done.finish_reason == "cancelled"
+                done.text,
+                done.stats,
+                partial=done.finish_reason == "cancelled",
+                reasoning=done.reasoning,
             )
             self._n_past = done.n_past
             if not self.app.is_running:
                 return
-            await view.finish(done.text)
+            await view.finish(done.text, done.reasoning, done.stats)
             view.set_stats(format_stats(done.stats, done.finish_reason))
             self.update_status()
             if done.finish_reason == "context":
@@ -240,12 +249,10 @@ class MainScreen(EngineScreen):
         if self.app.is_running:
             self.chat_view.scroll_end(animate=False)
 
-    def _record_interrupted(self, text: str) -> None:
-        """Keep an interrupted reply's text; one with no text at all is not kept."""
-        if text:
-            self.recorder.reply_finished(text, None, partial=True)
-        else:
-            self.recorder.reply_finished("", None, partial=True)
+    def _record_interrupted(self, text: str, reasoning: str) -> None:
+        """Keep an interrupted reply's text; one with nothing at all is not kept."""
+        self.recorder.reply_finished(text, None, partial=True, reasoning=reasoning)
+        if not (text or reasoning):
             self.recorder.truncate(len(self.conversation.turns))
 
     async def action_stop(self) -> None:
@@ -302,6 +309,13 @@ class MainScreen(EngineScreen):
         self.app.copy_to_clipboard(blocks[-1])
         self.notify("Copied the last code block.")
 
+    def action_toggle_thinking(self) -> None:
+        """Open or close the thinking of the last reply that has some (F6)."""
+        for view in reversed(self.chat_view.messages()):
+            if view.toggle_thinking():
+                return
+        self.notify("No reply with thinking in this conversation.")
+
     async def action_new_chat(self) -> None:
         await self.stop_reply()
         self.conversation.clear()
@@ -345,9 +359,12 @@ class MainScreen(EngineScreen):
         for message in stored.messages:
             if message.role == "system":
                 continue
-            view = await self.chat_view.add_message(message.role, message.content)
+            view = await self.chat_view.add_message(
+                message.role, message.content, message.reasoning, self.tui.settings.show_thinking
+            )
             stats = message.reply_stats()
             if stats is not None:
+                view.thinking.title = thinking_title(stats)
                 view.set_stats(format_stats(stats, "stopped" if message.partial else "stop"))
             elif message.partial:
                 view.set_stats("interrupted")

@@ -218,8 +218,9 @@ class ConversationStore:
         *,
         partial: bool,
         stats: Mapping[str, Any] | ReplyStats | None = None,
+        reasoning: str = "",
     ) -> None:
-        """Replace a message's content, partial flag and stats (``None`` clears them).
+        """Replace a message's content, thinking, partial flag and stats (``None`` clears them).
 
         A streaming reply is added with ``partial=True`` as soon as it starts, updated while it
         streams, and updated with ``partial=False`` and its stats when it finishes.
@@ -232,8 +233,9 @@ class ConversationStore:
             if row is None:
                 raise StoreError(f"message {message_id} is no longer in {self.path}", "missing")
             db.execute(
-                "UPDATE messages SET content = ?, partial = ?, stats_json = ? WHERE id = ?",
-                (storable(content), int(partial), stats_text, message_id),
+                "UPDATE messages SET content = ?, reasoning = ?, partial = ?, stats_json = ?"
+                " WHERE id = ?",
+                (storable(content), storable(reasoning), int(partial), stats_text, message_id),
             )
             self._touch(db, int(row[0]), self._clock())
 
@@ -306,7 +308,7 @@ class ConversationStore:
             if head is None:
                 raise StoreError(f"conversation {conversation_id} is not in {self.path}", "missing")
             rows = db.execute(
-                "SELECT id, position, role, content, partial, stats_json, created"
+                "SELECT id, position, role, content, partial, stats_json, created, reasoning"
                 " FROM messages WHERE conversation_id = ? ORDER BY position",
                 (conversation_id,),
             ).fetchall()
@@ -319,6 +321,7 @@ class ConversationStore:
                 partial=bool(row[4]),
                 stats=stats_from_json(row[5]),
                 created=row[6],
+                reasoning=row[7],
             )
             for row in rows
         ]

@@ -34,9 +34,14 @@ CREATE UNIQUE INDEX messages_by_position ON messages(conversation_id, position);
 CREATE INDEX conversations_by_updated ON conversations(updated);
 """
 
+# A reasoning model's thinking, kept apart from the answer in ``content``.
+_V2 = """
+ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
+"""
+
 # AUTOINCREMENT keeps ids from being reused: a reply still streaming into a deleted conversation
 # must never overwrite a newer message that happened to get the same id.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
 class SchemaTooNewError(Exception):

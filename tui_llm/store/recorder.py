@@ -77,23 +77,29 @@ class ConversationRecorder:
         except StoreError as exc:
             self._fail(exc)
 
-    def reply_progress(self, text: str) -> None:
-        """Save the streamed text so far, at most once a second."""
+    def reply_progress(self, text: str, reasoning: str = "") -> None:
+        """Save the streamed answer and thinking so far, at most once a second."""
         now = time.monotonic()
         if now - self._last_partial_save < PARTIAL_SAVE_INTERVAL_S:
             return
         self._last_partial_save = now
-        self._update_reply(text, partial=True, stats=None)
+        self._update_reply(text, reasoning, partial=True, stats=None)
 
-    def reply_finished(self, text: str, stats: ReplyStats | None, partial: bool) -> None:
-        self._update_reply(text, partial=partial, stats=stats)
+    def reply_finished(
+        self, text: str, stats: ReplyStats | None, partial: bool, reasoning: str = ""
+    ) -> None:
+        self._update_reply(text, reasoning, partial=partial, stats=stats)
         self._reply_id = None
 
-    def _update_reply(self, text: str, partial: bool, stats: ReplyStats | None) -> None:
+    def _update_reply(
+        self, text: str, reasoning: str, partial: bool, stats: ReplyStats | None
+    ) -> None:
         try:
             if self.store is None or self._reply_id is None:
                 return
-            self.store.update_message(self._reply_id, text, partial=partial, stats=stats)
+            self.store.update_message(
+                self._reply_id, text, partial=partial, stats=stats, reasoning=reasoning
+            )
         except StoreError as exc:
             self._fail(exc)
 

@@ -68,15 +68,17 @@ class StoredMessage:
     partial: bool
     stats: dict[str, Any] | None
     created: float
+    reasoning: str = ""  # a reasoning model's thinking, apart from the answer in ``content``
 
     def reply_stats(self) -> ReplyStats | None:
-        """The stats as ``ReplyStats`` when they hold every field it needs."""
+        """The stats as ``ReplyStats`` when they hold every field it needs (older saves lack
+        the fields added since, which take their defaults)."""
         if self.stats is None:
             return None
         names = [f.name for f in dataclasses.fields(ReplyStats)]
         try:
-            return ReplyStats(**{name: self.stats[name] for name in names})
-        except (KeyError, TypeError):
+            return ReplyStats(**{name: self.stats[name] for name in names if name in self.stats})
+        except TypeError:
             return None
 
 
@@ -98,7 +100,10 @@ class StoredConversation:
 
     def to_conversation(self) -> Conversation:
         """The in-memory conversation to continue this one."""
-        turns = [ChatMessage(message.role, message.content) for message in self.messages]
+        turns = [
+            ChatMessage(message.role, message.content, message.reasoning)
+            for message in self.messages
+        ]
         return Conversation(system_prompt=self.system_prompt, turns=turns)
 
 

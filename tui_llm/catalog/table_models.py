@@ -155,8 +155,9 @@ def write_scripted_model(
     llama.cpp's 256-byte piece buffer. Items must be distinct and must not be a single character
     (those are the byte and ASCII tokens prompts are made of). The reply starts after whatever
     token the prompt ends with; raises ``ValueError`` for a repeated or one-character item.
-    ``special_tokens`` are added as control tokens (``<|start_header_id|>``…), never generated:
-    what tells a model's family when its file has no chat template.
+    ``special_tokens`` are added as control tokens (``<|start_header_id|>``…): what tells a
+    model's family when its file has no chat template; an item of ``reply`` named there is
+    generated as a control token (as ``<think>`` is in some GGUF files).
     """
     if len(set(reply)) != len(reply):
         raise ValueError("the items of a scripted reply must be distinct")
@@ -168,13 +169,14 @@ def write_scripted_model(
     clashes = [item for item, piece in zip(reply, pieces, strict=True) if piece in known]
     if clashes:
         raise ValueError(f"scripted items already in the base vocabulary: {clashes}")
+    extra = [token for token in special_tokens if token not in reply]
     vocab = Vocabulary(
-        tokens=[*base.tokens, *pieces, *special_tokens],
-        scores=[*base.scores, *([0.0] * (len(pieces) + len(special_tokens)))],
+        tokens=[*base.tokens, *pieces, *extra],
+        scores=[*base.scores, *([0.0] * (len(pieces) + len(extra)))],
         token_types=[
             *base.token_types,
-            *([_NORMAL_TOKEN] * len(pieces)),
-            *([_CONTROL_TOKEN] * len(special_tokens)),
+            *(_CONTROL_TOKEN if item in special_tokens else _NORMAL_TOKEN for item in reply),
+            *([_CONTROL_TOKEN] * len(extra)),
         ],
     )
     width = len(vocab.tokens)

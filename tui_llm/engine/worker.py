@@ -46,8 +46,15 @@ from tui_llm.engine.protocol import (
     decode,
     encode,
 )
-from tui_llm.engine.reasoning import ReasoningSplitter, prompt_opens_thinking
+from tui_llm.engine.reasoning import (
+    CLOSE_TAG,
+    OPEN_TAG,
+    ReasoningSplitter,
+    prompt_opens_thinking,
+)
 from tui_llm.engine.streaming import find_stop, held_back, tokens_to_evaluate
+
+THINK_TAGS = (OPEN_TAG.encode(), CLOSE_TAG.encode())
 
 
 class Worker:
@@ -394,7 +401,7 @@ class _ReplyStream:
                 break
             self.n_generated += 1
             self._batch_tokens += 1
-            raw += decoder.decode(_piece(llm, token, special=False))
+            raw += decoder.decode(_visible_piece(llm, token))
             stop_at = find_stop(raw, stops, emitted)
             if stop_at is not None:
                 raw = raw[:stop_at]
@@ -454,6 +461,17 @@ def _piece(llm: Any, token: int, special: bool) -> bytes:
         if n >= 0:
             return buffer.raw[:n]
         size = -n
+
+
+def _visible_piece(llm: Any, token: int) -> bytes:
+    """What a generated token adds to the reply: special tokens are hidden, except the thinking
+    tags, which some GGUF files mark as control tokens (the reasoning split needs them)."""
+    piece = _piece(llm, token, special=False)
+    if not piece:
+        special = _piece(llm, token, special=True)
+        if special in THINK_TAGS:
+            return special
+    return piece
 
 
 def _special_text(llm: Any, token: int) -> str:

@@ -8,7 +8,6 @@ llama.cpp.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import os
 import queue
@@ -38,23 +37,15 @@ from tui_llm.engine.protocol import (
     ReadyEvent,
     ReplyStats,
     Request,
-    SamplingParams,
     ShutdownRequest,
-    TokensEvent,
     UnloadedEvent,
     UnloadRequest,
     decode,
     encode,
 )
-from tui_llm.engine.reasoning import (
-    CLOSE_TAG,
-    OPEN_TAG,
-    ReasoningSplitter,
-    prompt_opens_thinking,
-)
-from tui_llm.engine.streaming import find_stop, held_back, tokens_to_evaluate
-
-THINK_TAGS = (OPEN_TAG.encode(), CLOSE_TAG.encode())
+from tui_llm.engine.reasoning import ReasoningSplitter, prompt_opens_thinking
+from tui_llm.engine.reply import ReplyStream, special_text, token_piece
+from tui_llm.engine.streaming import tokens_to_evaluate
 
 
 class Worker:
@@ -263,7 +254,7 @@ class Worker:
 
         def has_token(text: str) -> bool:
             ids = llm.tokenize(text.encode(), add_bos=False, special=True)
-            return len(ids) == 1 and _piece(llm, ids[0], special=True) == text.encode()
+            return len(ids) == 1 and token_piece(llm, ids[0], special=True) == text.encode()
 
         return templates.choose_template(
             llm.metadata.get("tokenizer.chat_template"),
@@ -281,13 +272,13 @@ class Worker:
             self.send(ErrorEvent(rid, "not_loaded", "no model is loaded"))
             return
         started = time.perf_counter()
-        bos_text = _special_text(llm, llm.token_bos())
+        bos_text = special_text(llm, llm.token_bos())
         try:
             prompt = templates.render(
                 self._template.template,
                 request.messages,
                 bos_text,
-                _special_text(llm, llm.token_eos()),
+                special_text(llm, llm.token_eos()),
             )
         except templates.TemplateError as exc:
             self.send(ErrorEvent(rid, "bad_request", str(exc)))
@@ -307,7 +298,12 @@ class Worker:
         evaluated = tokens_to_evaluate(
             [int(t) for t in llm.input_ids[: llm.n_tokens]], tokens, llm._requires_eval
         )
-        reply = _ReplyStream(self, rid, request, ReasoningSplitter(prompt_opens_thinking(prompt)))
+        reply = ReplyStream(
+            request,
+            ReasoningSplitter(prompt_opens_thinking(prompt)),
+            send=self.send,
+            cancelled=lambda: self.is_cancelled(rid),
+        )
         finish = reply.run(llm, tokens, n_ctx - len(tokens), self._template.stops)
         ended = time.perf_counter()
         ttft = (reply.first_at or ended) - started
@@ -338,147 +334,6 @@ class Worker:
                 reasoning=reply.reasoning.strip(),
             )
         )
-
-
-class _ReplyStream:
-    """One reply's token loop: stop strings, the thinking split, and batches to the UI."""
-
-    def __init__(
-        self,
-        worker: Worker,
-        request_id: int,
-        request: GenerateRequest,
-        splitter: ReasoningSplitter,
-    ) -> None:
-        self._worker = worker
-        self._rid = request_id
-        self._request = request
-        self._splitter = splitter
-        self.answer = ""
-        self.reasoning = ""
-        self._unsent_answer = ""
-        self._unsent_reasoning = ""
-        self._batch_tokens = 0
-        self._last_flush = time.perf_counter()
-        self.n_generated = 0
-        self.reasoning_tokens = 0
-        self.first_at: float | None = None
-        self.last_at = self._last_flush
-        self.first_answer_at: float | None = None
-
-    def run(self, llm: Any, tokens: list[int], room: int, template_stops: tuple[str, ...]) -> str:
-        """Generate until a stop; returns the finish reason."""
-        import llama_cpp
-
-        sampling: SamplingParams = self._request.sampling
-        stops = tuple(dict.fromkeys(s for s in (*sampling.stop, *template_stops) if s))
-        max_tokens = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
-        if sampling.seed is not None:
-            llm.set_seed(sampling.seed)
-        vocab = llm._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        raw = ""
-        emitted = 0
-        finish = "length"
-        for token in llm.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty,
-            reset=True,
-        ):
-            now = time.perf_counter()
-            if self.first_at is None:
-                self.first_at = now
-            self.last_at = now
-            if self._worker.is_cancelled(self._rid):
-                finish = "cancelled"
-                break
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                finish = "stop"
-                break
-            self.n_generated += 1
-            self._batch_tokens += 1
-            raw += decoder.decode(_visible_piece(llm, token))
-            stop_at = find_stop(raw, stops, emitted)
-            if stop_at is not None:
-                raw = raw[:stop_at]
-                finish = "stop"
-                break
-            was_reasoning = self._splitter.in_reasoning
-            safe = len(raw) - held_back(raw, stops)
-            if safe > emitted:
-                self._take(self._splitter.feed(raw[emitted:safe]), now)
-                emitted = safe
-            if was_reasoning or self._splitter.in_reasoning:
-                self.reasoning_tokens += 1
-            if now - self._last_flush >= self._request.batch_interval_s:
-                self._flush(now)
-            if self.n_generated >= max_tokens:
-                finish = "length" if self.n_generated < room else "context"
-                break
-        raw += decoder.decode(b"", final=True) if finish != "stop" else ""
-        end = time.perf_counter()
-        self._take(self._splitter.feed(raw[emitted:]), end)
-        self._take(self._splitter.finish(), end)
-        self._flush(end)
-        return finish
-
-    def _take(self, split: Any, now: float) -> None:
-        if split.answer and self.first_answer_at is None:
-            self.first_answer_at = now
-        self.answer += split.answer
-        self.reasoning += split.reasoning
-        self._unsent_answer += split.answer
-        self._unsent_reasoning += split.reasoning
-
-    def _flush(self, now: float) -> None:
-        if self._unsent_answer or self._unsent_reasoning:
-            self._worker.send(
-                TokensEvent(
-                    self._rid, self._unsent_answer, self._batch_tokens, self._unsent_reasoning
-                )
-            )
-            self._unsent_answer = self._unsent_reasoning = ""
-            self._batch_tokens = 0
-            self._last_flush = now
-
-
-def _piece(llm: Any, token: int, special: bool) -> bytes:
-    """A token's bytes, however long: the buffer grows to what llama.cpp says it needs.
-
-    ``llama_token_to_piece`` returns minus the needed size when the buffer is too small
-    (llama.cpp's llama-vocab.cpp); a fixed 256-byte buffer would drop longer tokens.
-    """
-    import llama_cpp
-
-    size = 256
-    while True:
-        buffer = ctypes.create_string_buffer(size)
-        n = llama_cpp.llama_token_to_piece(llm._model.vocab, token, buffer, size, 0, special)
-        if n >= 0:
-            return buffer.raw[:n]
-        size = -n
-
-
-def _visible_piece(llm: Any, token: int) -> bytes:
-    """What a generated token adds to the reply: special tokens are hidden, except the thinking
-    tags, which some GGUF files mark as control tokens (the reasoning split needs them)."""
-    piece = _piece(llm, token, special=False)
-    if not piece:
-        special = _piece(llm, token, special=True)
-        if special in THINK_TAGS:
-            return special
-    return piece
-
-
-def _special_text(llm: Any, token: int) -> str:
-    """A special token's text (BOS, EOS), or ``""`` for a model without one."""
-    if token < 0:
-        return ""
-    return _piece(llm, token, special=True).decode(errors="ignore")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""A reasoning model in the app: thinking streams apart, collapses, toggles, is not copied."""
+"""The app with what real models bring: thinking that streams apart, collapses, toggles and is
+not copied; an error while generating that shows at once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_real_inputs import THINK_THEN_ANSWER
-from tests.ui.test_app import build, send, wait_until
+from tests.ui.test_app import build, send, submit, wait_until
 from tui_llm.catalog.table_models import write_scripted_model
 from tui_llm.widgets.chat import ChatView
 
@@ -90,3 +91,26 @@ async def test_saved_thinking_comes_back_collapsed(thinker: Path) -> None:
         assert (reply.content, reply.reasoning) == ("Paris it is.", "Let me think.")
         assert reply.thinking.display and reply.thinking.collapsed
         assert screen.conversation.turns[-1].reasoning == "Let me think."
+
+
+async def test_an_error_while_generating_shows_at_once_and_the_chat_goes_on(
+    model_dir: Path,
+) -> None:
+    model = write_scripted_model(model_dir / "ui-short-ctx.gguf", ["Ok", " then."])
+    app = build(model, n_ctx=32)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        await submit(pilot, app, " ".join(["word"] * 40))
+        chat = screen.query_one(ChatView)
+        # It was a fixed 30 s wait ("generating…", new messages refused) before the error showed.
+        await wait_until(
+            pilot,
+            lambda: "the context holds 32" in rendered(chat.messages()[-1].query_one(".stats")),
+            timeout=10,
+        )
+        assert not screen.generating
+        assert screen.conversation.turns[0].content.startswith("word word")  # nothing is lost
+        await pilot.press("ctrl+n")
+        await send(pilot, app, "hi")
+        assert chat.messages()[-1].content == "Ok then."

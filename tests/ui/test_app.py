@@ -24,6 +24,7 @@ from tui_llm.widgets.chat import ChatView
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
+from tui_llm.widgets.textline import TextLine
 
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -241,6 +242,26 @@ async def test_switch_models_by_key(tiny_model: Path, model_8l: Path) -> None:
             pilot, lambda: screen.model_path == model_8l.resolve() and not screen.model_loading
         )
         assert covered == []
+
+
+async def test_a_split_model_in_the_hugging_face_cache_keeps_its_snapshot_path(
+    split_model_in_hf_cache: Path,
+) -> None:
+    """The blob a snapshot entry links to is named by hash: the shard name must reach llama.cpp,
+    the chat and the recent list, or the second shard is not found."""
+    snapshot = split_model_in_hf_cache
+    app = build(snapshot, scanner=local([snapshot]))
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.main_screen
+        empty = screen.query_one(ChatView).query_one(".empty", TextLine)
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        assert screen.loaded is not None and screen.loaded.settings.model_path == str(snapshot)
+        assert screen.model_path == snapshot
+        await wait_until(pilot, lambda: "is loaded" in str(empty.shown))
+        assert str(empty.shown).startswith("split-2l-00001-of-00002.gguf is loaded")
+        assert app.settings.recent_models == [str(snapshot)]
+        await wait_until(pilot, lambda: app.found_models == [snapshot])
+        assert app.picker_models() == [snapshot]
 
 
 async def test_bad_model_shows_one_error_and_keeps_the_previous(

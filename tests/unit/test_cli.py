@@ -70,6 +70,16 @@ def test_chat_streams_text_to_stdout(demo_model: Path) -> None:
     assert "tok/s" in result.stderr
 
 
+def test_chat_on_a_split_model_in_the_hugging_face_cache(split_model_in_hf_cache: Path) -> None:
+    result = tui_llm(
+        "chat", str(split_model_in_hf_cache), "--prompt", "hi", "--max-tokens", "4", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["load"]["model_path"] == str(split_model_in_hf_cache), "the snapshot path, kept"
+    assert data["stats"]["generated_tokens"] == 4
+
+
 def test_info(model_8l: Path) -> None:
     result = tui_llm("info", str(model_8l), "--json")
     assert result.returncode == 0

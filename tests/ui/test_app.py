@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets.markdown import MarkdownFence
 
 from tests import fake_pynvml
 from tui_llm import config
@@ -511,6 +512,29 @@ async def test_copy_last_code_block(model_8l: Path) -> None:
         assert app.clipboard == "ls -l"
         await pilot.press("ctrl+y")
         assert app.clipboard.startswith("Here:")
+
+
+async def test_copy_code_takes_the_last_code_box_the_chat_shows() -> None:
+    """Ctrl+K copies the last box the chat draws as code: here a ~~~ fence in a list item, after
+    a ``` fence and before inline ```x``` code, copied without the list's indentation."""
+    reply = (
+        "Steps:\n\n1. Look:\n   ```sh\n   ls -l\n   ```\n"
+        "2. Count:\n   ~~~sh\n   wc -l *.py\n   ~~~\n\nOr write ```x``` inline."
+    )
+    app = build()
+    app.autostart_engine = False
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.main_screen
+        screen.conversation.add_user("steps?")
+        screen.conversation.add_reply(reply)
+        view = await screen.chat_view.add_message("assistant", reply)
+        await wait_until(pilot, lambda: len(view.markdown.query(MarkdownFence)) == 2)
+        await pilot.press("ctrl+k")
+        assert app.clipboard == "wc -l *.py"
+        assert [fence.code for fence in view.markdown.query(MarkdownFence)] == [
+            "ls -l",
+            app.clipboard,
+        ]
 
 
 async def test_context_meter_warns_near_the_limit(model_8l: Path) -> None:

@@ -134,7 +134,7 @@ def test_core_imports_neither_textual_nor_rich_nor_llama() -> None:
         "import sys\n"
         "import tui_llm.engine.client, tui_llm.engine.protocol, tui_llm.engine.logparse\n"
         "import tui_llm.catalog.metadata, tui_llm.catalog.gguf_reader, tui_llm.catalog.demo\n"
-        "import tui_llm.paths, tui_llm.textsafe, tui_llm.cli\n"
+        "import tui_llm.paths, tui_llm.textsafe, tui_llm.cli, tui_llm.markdown_code\n"
         "bad = [m for m in ('textual', 'rich', 'llama_cpp') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -18,6 +18,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from tui_llm.config import model_file_identity
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
+from tui_llm.markdown_code import code_blocks
 from tui_llm.messages import (
     ApplyLoadSettings,
     FitLabelsChanged,
@@ -29,7 +30,7 @@ from tui_llm.messages import (
 from tui_llm.screens.engine_screen import EMPTY_CHAT, EngineScreen, StatusBar
 from tui_llm.store.recorder import ConversationRecorder
 from tui_llm.widgets.browser import ModelBrowser
-from tui_llm.widgets.chat import ChatView, code_blocks, format_stats
+from tui_llm.widgets.chat import ChatView, format_stats
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.hub import HubPanel
 from tui_llm.widgets.hub_messages import HubModelDownloaded

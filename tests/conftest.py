@@ -103,6 +103,29 @@ def no_template_model(model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def split_model(model_dir: Path) -> list[Path]:
+    """2 layers, random weights, in two shards: split-2l-00001-of-00002.gguf and -00002-of-00002."""
+    from tui_llm.catalog.generate import write_llama_gguf
+
+    first = write_llama_gguf(model_dir / "split-2l.gguf", n_layer=2, n_embd=64, seed=5, n_shards=2)
+    return [first, first.with_name("split-2l-00002-of-00002.gguf")]
+
+
+@pytest.fixture(scope="session")
+def split_model_in_hf_cache(
+    split_model: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`split_model` in a Hugging Face cache, as acme/Split-GGUF: the first shard's snapshot path.
+
+    Its symlink resolves to a blob named by hash, where llama.cpp cannot find the second shard.
+    """
+    from tests.helpers import put_in_hf_cache
+
+    cache = tmp_path_factory.mktemp("hf-cache")
+    return put_in_hf_cache(cache, "acme/Split-GGUF", split_model)[0]
+
+
+@pytest.fixture(scope="session")
 def demo_model(model_dir: Path) -> Path:
     """The word-bigram demo: fast, English-looking, understands nothing."""
     from tui_llm.catalog.table_models import write_demo_model

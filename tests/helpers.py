@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,3 +32,24 @@ async def engine() -> AsyncIterator[EngineClient]:
 
 def user(text: str) -> ChatMessage:
     return ChatMessage("user", text)
+
+
+def put_in_hf_cache(cache: Path, repo_id: str, files: Sequence[Path]) -> list[Path]:
+    """Copy `files` into `cache` as huggingface_hub lays a download out; the snapshot paths.
+
+    ``models--ORG--NAME/blobs/SHA256`` holds each file's bytes, and
+    ``models--ORG--NAME/snapshots/COMMIT/NAME`` is a relative symlink to its blob, so the path
+    that symlinks resolve to is a hash with no file name in it.
+    """
+    storage = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = storage / "snapshots" / hashlib.sha1(repo_id.encode()).hexdigest()
+    (storage / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for file in files:
+        blob = storage / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copyfile(file, blob)
+        entry = snapshot / file.name
+        entry.symlink_to(os.path.relpath(blob, snapshot))
+        entries.append(entry)
+    return entries

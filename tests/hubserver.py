@@ -398,35 +398,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def _write_split_model(folder: Path, stem: str, n_shards: int) -> list[Path]:
-    """A small llama-shaped model in `n_shards` shards, named as llama.cpp's gguf-split does."""
-    import gguf
-    import numpy as np
-
-    writer = gguf.GGUFWriter(folder / f"{stem}.gguf", "llama", split_max_tensors=2)
-    writer.add_name("Fake Split")
-    writer.add_block_count(2)
-    writer.add_context_length(4096)
-    writer.add_embedding_length(64)
-    writer.add_feed_forward_length(128)
-    writer.add_head_count(4)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list([f"t{i}" for i in range(32)])
-    rng = np.random.default_rng(7)
-    for index in range(2 * n_shards):
-        writer.add_tensor(
-            f"blk.{index}.ffn_up.weight", rng.standard_normal((64, 64)).astype(np.float16)
-        )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    shards = sorted(folder.glob(f"{stem}-*-of-*.gguf"))
-    assert len(shards) == n_shards, shards
-    return shards
-
-
 def build_fake_hub(folder: Path) -> FakeHub:
     """Generate the repositories' GGUF files in `folder` (once per session) and describe them."""
     from tui_llm.catalog.generate import write_llama_gguf
@@ -439,7 +410,11 @@ def build_fake_hub(folder: Path) -> FakeHub:
         for quant, kind in (("Q8_0", "q8_0"), ("F16", "f16"), ("F32", "f32"))
     }
     tiny_meta = {"total": 400_000, "architecture": "llama", "context_length": 2048}
-    shards = _write_split_model(folder, "Split-Q8_0", 3)
+    first_shard = write_llama_gguf(
+        folder / "Split-Q8_0.gguf", n_layer=2, n_embd=64, seed=1, tensor_type="q8_0", n_shards=3
+    )
+    shards = sorted(folder.glob("Split-Q8_0-*-of-00003.gguf"))
+    assert shards[0] == first_shard and len(shards) == 3, shards
     big = model("big-F32.gguf", n_embd=256, tensor_type="f32")
     repos = [
         FakeRepo(
@@ -454,7 +429,7 @@ def build_fake_hub(folder: Path) -> FakeHub:
             },
             900,
             7,
-            gguf={"total": 30_000, "architecture": "llama", "context_length": 4096},
+            gguf=tiny_meta,  # the same shape as TinyLlama, cut in three
         ),
         FakeRepo("acme/Big-GGUF", {"Big-F32.gguf": big}, 300, 3, gguf=tiny_meta),
         FakeRepo(

@@ -177,7 +177,7 @@ class TuiLlmApp(App[None]):
         """
         profile = config_mod.profile_for(self.settings, path)
         values: dict[str, Any] = {
-            "model_path": str(path.resolve()),
+            "model_path": config_mod.model_key(path),
             "offload_layers": 0,
             "n_ctx": profile.n_ctx,
             "kv_cache_type": profile.kv_cache_type,
@@ -375,9 +375,9 @@ class TuiLlmApp(App[None]):
         return [Path(p) for p in self.settings.recent_models if Path(p).exists()]
 
     def picker_models(self) -> list[Path]:
-        seen: dict[str, Path] = {}
+        seen: dict[tuple[int, int] | str, Path] = {}
         for path in [*self.recent_models(), *self.found_models]:
-            seen.setdefault(str(path.resolve()), path)
+            seen.setdefault(config_mod.model_file_identity(path), path)
         return list(seen.values())
 
     def request_load(self, path: Path) -> None:

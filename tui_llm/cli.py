@@ -191,7 +191,7 @@ def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
     defaults = LoadSettings(model_path=str(model))
     offload = args.offload if args.offload is not None else defaults.offload_layers
     settings = LoadSettings(
-        model_path=str(model.resolve()),
+        model_path=os.path.abspath(model),  # symlinks kept: a shard's name finds the others
         offload_layers=0 if offload == "auto" else offload,
         n_ctx=args.ctx or defaults.n_ctx,
         n_batch=args.batch or defaults.n_batch,

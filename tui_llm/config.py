@@ -179,8 +179,24 @@ def model_dirs(settings: Settings) -> list[Path]:
 
 
 def model_key(model_path: str | os.PathLike[str]) -> str:
-    """How settings name a model file: absolute, `~` expanded, symlinks kept (HF snapshots)."""
+    """How settings name a model file: absolute, `~` expanded, symlinks kept (HF snapshots).
+
+    This is also the path handed to llama.cpp: a split model's shards are found by the first
+    shard's name, and a Hugging Face snapshot entry links to a blob named by its hash.
+    """
     return os.path.abspath(os.path.expanduser(os.fspath(model_path)))
+
+
+def model_file_identity(model_path: str | os.PathLike[str]) -> tuple[int, int] | str:
+    """What two paths to one model file have in common, for comparing them: the (device, inode)
+    pair, through symlinks (two snapshots of one blob, a link to a model), or the `model_key` of
+    a path that cannot be read. Never a path to load: that is `model_key`.
+    """
+    try:
+        status = os.stat(os.path.expanduser(os.fspath(model_path)))
+    except OSError:
+        return model_key(model_path)
+    return (status.st_dev, status.st_ino)
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -238,6 +238,22 @@ async def test_quantized_model_generates(model_dir: Path) -> None:
     assert done.stats.generated_tokens > 0
 
 
+async def test_split_model_loads_from_its_hugging_face_snapshot(
+    split_model_in_hf_cache: Path,
+) -> None:
+    """llama.cpp finds the second shard by the first shard's name, which only the snapshot entry
+    has: its symlink target, the blob, is named by hash."""
+    blob = split_model_in_hf_cache.resolve()
+    async with engine() as client:
+        loaded = await client.load(settings(split_model_in_hf_cache))
+        done = await client.chat([user("two shards")], GREEDY)
+        with pytest.raises(EngineError) as caught:
+            await client.load(settings(blob))
+    assert loaded.settings.model_path == str(split_model_in_hf_cache)
+    assert loaded.n_layer == 2 and done.stats.generated_tokens > 0
+    assert caught.value.kind == "bad_model" and "split.count is 2" in str(caught.value)
+
+
 async def test_model_llama_cpp_rejects_is_one_line(model_dir: Path, tiny_model: Path) -> None:
     """A file our reader accepts but llama.cpp refuses (unknown architecture)."""
     import gguf

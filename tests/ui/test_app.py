@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets.markdown import MarkdownFence
 
 from tests import fake_pynvml
 from tui_llm import config
@@ -24,6 +25,7 @@ from tui_llm.widgets.chat import ChatView
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
+from tui_llm.widgets.textline import TextLine
 
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -241,6 +243,26 @@ async def test_switch_models_by_key(tiny_model: Path, model_8l: Path) -> None:
             pilot, lambda: screen.model_path == model_8l.resolve() and not screen.model_loading
         )
         assert covered == []
+
+
+async def test_a_split_model_in_the_hugging_face_cache_keeps_its_snapshot_path(
+    split_model_in_hf_cache: Path,
+) -> None:
+    """The blob a snapshot entry links to is named by hash: the shard name must reach llama.cpp,
+    the chat and the recent list, or the second shard is not found."""
+    snapshot = split_model_in_hf_cache
+    app = build(snapshot, scanner=local([snapshot]))
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.main_screen
+        empty = screen.query_one(ChatView).query_one(".empty", TextLine)
+        await wait_until(pilot, lambda: screen.loaded is not None)
+        assert screen.loaded is not None and screen.loaded.settings.model_path == str(snapshot)
+        assert screen.model_path == snapshot
+        await wait_until(pilot, lambda: "is loaded" in str(empty.shown))
+        assert str(empty.shown).startswith("split-2l-00001-of-00002.gguf is loaded")
+        assert app.settings.recent_models == [str(snapshot)]
+        await wait_until(pilot, lambda: app.found_models == [snapshot])
+        assert app.picker_models() == [snapshot]
 
 
 async def test_bad_model_shows_one_error_and_keeps_the_previous(
@@ -490,6 +512,29 @@ async def test_copy_last_code_block(model_8l: Path) -> None:
         assert app.clipboard == "ls -l"
         await pilot.press("ctrl+y")
         assert app.clipboard.startswith("Here:")
+
+
+async def test_copy_code_takes_the_last_code_box_the_chat_shows() -> None:
+    """Ctrl+K copies the last box the chat draws as code: here a ~~~ fence in a list item, after
+    a ``` fence and before inline ```x``` code, copied without the list's indentation."""
+    reply = (
+        "Steps:\n\n1. Look:\n   ```sh\n   ls -l\n   ```\n"
+        "2. Count:\n   ~~~sh\n   wc -l *.py\n   ~~~\n\nOr write ```x``` inline."
+    )
+    app = build()
+    app.autostart_engine = False
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.main_screen
+        screen.conversation.add_user("steps?")
+        screen.conversation.add_reply(reply)
+        view = await screen.chat_view.add_message("assistant", reply)
+        await wait_until(pilot, lambda: len(view.markdown.query(MarkdownFence)) == 2)
+        await pilot.press("ctrl+k")
+        assert app.clipboard == "wc -l *.py"
+        assert [fence.code for fence in view.markdown.query(MarkdownFence)] == [
+            "ls -l",
+            app.clipboard,
+        ]
 
 
 async def test_context_meter_warns_near_the_limit(model_8l: Path) -> None:

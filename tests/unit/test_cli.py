@@ -70,6 +70,16 @@ def test_chat_streams_text_to_stdout(demo_model: Path) -> None:
     assert "tok/s" in result.stderr
 
 
+def test_chat_on_a_split_model_in_the_hugging_face_cache(split_model_in_hf_cache: Path) -> None:
+    result = tui_llm(
+        "chat", str(split_model_in_hf_cache), "--prompt", "hi", "--max-tokens", "4", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["load"]["model_path"] == str(split_model_in_hf_cache), "the snapshot path, kept"
+    assert data["stats"]["generated_tokens"] == 4
+
+
 def test_info(model_8l: Path) -> None:
     result = tui_llm("info", str(model_8l), "--json")
     assert result.returncode == 0
@@ -124,7 +134,7 @@ def test_core_imports_neither_textual_nor_rich_nor_llama() -> None:
         "import sys\n"
         "import tui_llm.engine.client, tui_llm.engine.protocol, tui_llm.engine.logparse\n"
         "import tui_llm.catalog.metadata, tui_llm.catalog.gguf_reader, tui_llm.catalog.demo\n"
-        "import tui_llm.paths, tui_llm.textsafe, tui_llm.cli\n"
+        "import tui_llm.paths, tui_llm.textsafe, tui_llm.cli, tui_llm.markdown_code\n"
         "bad = [m for m in ('textual', 'rich', 'llama_cpp') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -16,6 +16,7 @@ from tui_llm.config import (
     Settings,
     load_settings,
     model_dirs,
+    model_file_identity,
     model_key,
     profile_for,
     remember_load,
@@ -321,6 +322,22 @@ def test_model_paths_are_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path
         str(tmp_path / "rel" / "model.gguf"),
     ]
     assert model_key("rel/model.gguf") == str(tmp_path / "rel" / "model.gguf")
+
+
+def test_a_linked_model_keeps_its_name_and_is_the_same_file_as_its_target(tmp_path: Path) -> None:
+    blob = tmp_path / "blobs" / "0123abcd"
+    blob.parent.mkdir()
+    blob.write_bytes(b"GGUF")
+    entry = tmp_path / "snapshots" / "m-00001-of-00002.gguf"
+    entry.parent.mkdir()
+    entry.symlink_to("../blobs/0123abcd")
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF")
+
+    assert model_key(entry) == str(entry), "the shard name, not the blob's"
+    assert model_file_identity(entry) == model_file_identity(blob)
+    assert model_file_identity(entry) != model_file_identity(other)
+    assert model_file_identity(tmp_path / "gone.gguf") == str(tmp_path / "gone.gguf")
 
 
 def test_recent_models_in_the_file_are_deduplicated_and_capped(tmp_path: Path) -> None:

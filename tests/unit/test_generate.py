@@ -170,6 +170,35 @@ def test_tied_model_without_template_omits_output_and_template(tmp_path: Path) -
     assert field(reader, "general.name") == "tied test"
 
 
+def test_split_model_is_cut_into_named_shards_with_split_keys(
+    split_model: list[Path], tmp_path: Path
+) -> None:
+    whole = gguf.GGUFReader(write_llama_gguf(tmp_path / "whole.gguf", n_layer=2, n_embd=64, seed=5))
+    readers = [gguf.GGUFReader(path) for path in split_model]
+
+    assert [path.name for path in split_model] == [
+        "split-2l-00001-of-00002.gguf",
+        "split-2l-00002-of-00002.gguf",
+    ]
+    assert [field(r, "split.no") for r in readers] == [0, 1]
+    assert {field(r, "split.count") for r in readers} == {2}
+    assert {field(r, "split.tensors.count") for r in readers} == {len(whole.tensors)}
+    assert [len(r.tensors) for r in readers] == [11, 10]
+    assert field(readers[0], "llama.block_count") == 2
+    shards = {t.name: t.data.tobytes() for r in readers for t in r.tensors}
+    assert shards == {t.name: t.data.tobytes() for t in whole.tensors}, "same seed, same weights"
+    left = sorted(p.name for p in split_model[0].parent.iterdir() if p.name.startswith(".split"))
+    assert left == [], "no partial files left beside the shards"
+
+
+@pytest.mark.parametrize("n_shards", [0, 5, 99])
+def test_a_shard_count_the_tensors_cannot_fill_is_refused(tmp_path: Path, n_shards: int) -> None:
+    # One layer is 12 tensors: 5 shards of at most 3 would leave the fifth empty.
+    with pytest.raises(ValueError, match="shards"):
+        write_llama_gguf(tmp_path / "m.gguf", n_layer=1, n_embd=32, n_head=2, n_shards=n_shards)
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
 def test_vocabulary_is_spm_with_byte_fallback_and_reachable_words() -> None:
     vocab = build_vocabulary()
     assert len(vocab.tokens) == BUILTIN_VOCAB_SIZE

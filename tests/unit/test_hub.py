@@ -593,6 +593,21 @@ def test_cli_pull_picks_the_best_fit_and_prints_the_path(hub_server: FakeHub) ->
     assert "100%" in result.stderr and "fits GPU" in result.stderr
 
 
+def test_cli_pull_of_a_split_model_gives_a_model_that_chat_loads(hub_server: FakeHub) -> None:
+    """``tui-llm chat "$(tui-llm pull REPO:QUANT)"`` on a model in three shards."""
+    pulled = tui_llm("pull", "acme/Split-GGUF:Q8_0")
+    assert pulled.returncode == 0, pulled.stderr
+    path = Path(pulled.stdout.strip())
+    assert path.name == "Split-Q8_0-00001-of-00003.gguf" and path.is_symlink(), "a snapshot entry"
+
+    chat = tui_llm("chat", str(path), "--prompt", "hi", "--max-tokens", "4", "--json")
+
+    assert chat.returncode == 0, chat.stderr
+    data = json.loads(chat.stdout)
+    assert data["load"]["model_path"] == str(path)
+    assert data["stats"]["generated_tokens"] == 4
+
+
 def test_cli_pull_named_quantization_with_a_token_that_is_never_printed(
     hub_server: FakeHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:

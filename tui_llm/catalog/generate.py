@@ -10,6 +10,7 @@ import itertools
 import math
 import os
 import re
+import shutil
 import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -175,16 +176,24 @@ def write_model_file(
     chat_template: str | None,
     tie_embeddings: bool,
     fill: Callable[[str, tuple[int, ...]], FloatArray],
+    n_shards: int = 1,
 ) -> Path:
-    """Write metadata, then each tensor as fill makes it, to a temporary file moved into place.
+    """Write metadata, then each tensor as fill makes it, to temporary files moved into place.
 
     Streaming keeps memory at one tensor, and the rename means a crash never leaves a half model.
+    With n_shards > 1 the tensors are cut into that many files named as llama.cpp's gguf-split
+    names them (``STEM-00001-of-00002.gguf``), each with the split.* keys; the first holds all
+    other metadata. Returns the path to load: the file, or the first shard.
     """
     qtype, file_type = _TYPE_BY_NAME[tensor_type]
     plan = _tensor_plan(shape, tie_embeddings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial_path = path.with_name(f".{path.name}.{os.getpid()}.part")
-    writer = gguf.GGUFWriter(partial_path, "llama")
+    if not 1 <= n_shards <= len(plan):
+        raise ValueError(f"n_shards must be 1 to {len(plan)} (the tensor count), not {n_shards}")
+    # The files are written in a hidden folder beside the model and renamed out of it when done.
+    partial_dir = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    per_shard = 0 if n_shards == 1 else -(-len(plan) // n_shards)
+    writer = gguf.GGUFWriter(partial_dir / path.name, "llama", split_max_tensors=per_shard)
     try:
         writer.add_name(name)
         writer.add_file_type(int(file_type))
@@ -231,6 +240,9 @@ def write_model_file(
                 writer.add_tensor_info(
                     tensor_name, numpy_shape, dtype, math.prod(numpy_shape) * dtype.itemsize
                 )
+        partial_paths = writer.format_shard_names(partial_dir / path.name)
+        if len(partial_paths) != n_shards:
+            raise ValueError(f"{len(plan)} tensors cannot be cut into {n_shards} even shards")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -238,12 +250,12 @@ def write_model_file(
             tensor_qtype = gguf.GGMLQuantizationType.F32 if len(numpy_shape) == 1 else qtype
             writer.write_tensor_data(_encode(fill(tensor_name, numpy_shape), tensor_qtype))
         writer.close()
-        os.replace(partial_path, path)
-    except BaseException:
+        for partial in partial_paths:
+            os.replace(partial, path.with_name(partial.name))
+    finally:
         writer.close()
-        partial_path.unlink(missing_ok=True)
-        raise
-    return path
+        shutil.rmtree(partial_dir, ignore_errors=True)
+    return path.with_name(partial_paths[0].name)
 
 
 def write_llama_gguf(
@@ -261,11 +273,14 @@ def write_llama_gguf(
     chat_template: str | None = DEFAULT_CHAT_TEMPLATE,
     name: str = RANDOM_MODEL_NAME,
     tie_embeddings: bool = False,
+    n_shards: int = 1,
 ) -> Path:
     """Write a random-weight llama model with a real SPM tokenizer; same arguments, same bytes.
 
     n_vocab is the total token count (None: BUILTIN_VOCAB_SIZE); n_ff defaults to llama's 8/3 of
     n_embd rounded up to 32; chat_template=None leaves tokenizer.chat_template out of the file.
+    n_shards > 1 writes a split model (``STEM-00001-of-0000N.gguf`` beside `path`, as gguf-split
+    names them) and returns its first shard; otherwise returns `path`.
     The output is random tokens, raw control bytes included, which terminal-safety tests rely on.
     """
     kv_heads = n_head if n_head_kv is None else n_head_kv
@@ -307,4 +322,5 @@ def write_llama_gguf(
         chat_template=chat_template,
         tie_embeddings=tie_embeddings,
         fill=fill,
+        n_shards=n_shards,
     )

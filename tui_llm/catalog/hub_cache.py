@@ -59,7 +59,7 @@ def list_cached_ggufs(settings: HubSettings | None = None) -> list[CachedGGUF]:
     """
     cache_dir = (settings or HubSettings.from_env()).cache_dir
     found: list[CachedGGUF] = []
-    seen: set[Path] = set()
+    seen: set[tuple[int, int]] = set()  # (device, inode): one blob in two snapshots counts once
     try:
         repo_dirs = sorted(cache_dir.iterdir())
     except OSError:
@@ -79,10 +79,10 @@ def list_cached_ggufs(settings: HubSettings | None = None) -> list[CachedGGUF]:
                 repo_id, snapshot.name, snapshot.name, dict.fromkeys(entries)
             ):
                 paths = tuple(entries[name] for name in option.filenames)
-                real = paths[0].resolve()
-                if real in seen:
+                first = paths[0].stat()
+                if (first.st_dev, first.st_ino) in seen:
                     continue
-                seen.add(real)
+                seen.add((first.st_dev, first.st_ino))
                 found.append(
                     CachedGGUF(
                         repo_id=repo_id,

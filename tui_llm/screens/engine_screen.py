@@ -15,6 +15,7 @@ from textual import work
 from textual.screen import Screen
 
 from tui_llm.catalog.demo import DEMO_NOTE, is_demo_model
+from tui_llm.config import model_file_identity
 from tui_llm.conversation import Conversation
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import LoadedEvent, LoadSettings
@@ -117,7 +118,9 @@ class EngineScreen(Screen[None]):
         return settings
 
     def load_model(self, path: Path, offload: int | str | None = None) -> None:
-        new_model = self.model_path is None or path.resolve() != self.model_path.resolve()
+        new_model = self.model_path is None or model_file_identity(path) != model_file_identity(
+            self.model_path
+        )
         self.run_load_path(path, offload, new_model)
 
     @work(group="load-path", exclusive=True)

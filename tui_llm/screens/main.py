@@ -15,8 +15,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from tui_llm.config import model_file_identity
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
+from tui_llm.markdown_code import code_blocks
 from tui_llm.messages import (
     ApplyLoadSettings,
     FitLabelsChanged,
@@ -28,7 +30,7 @@ from tui_llm.messages import (
 from tui_llm.screens.engine_screen import EMPTY_CHAT, EngineScreen, StatusBar
 from tui_llm.store.recorder import ConversationRecorder
 from tui_llm.widgets.browser import ModelBrowser
-from tui_llm.widgets.chat import ChatView, code_blocks, format_stats, thinking_title
+from tui_llm.widgets.chat import ChatView, format_stats, thinking_title
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.hub import HubPanel
 from tui_llm.widgets.hub_messages import HubModelDownloaded
@@ -478,7 +480,7 @@ class MainScreen(EngineScreen):
         if not models:
             self.notify("No models found yet.")
             return
-        current = self.model_path.resolve() if self.model_path else None
-        resolved = [m.resolve() for m in models]
-        index = resolved.index(current) if current in resolved else -1 if step > 0 else 0
+        current = model_file_identity(self.model_path) if self.model_path else None
+        identities = [model_file_identity(m) for m in models]
+        index = identities.index(current) if current in identities else -1 if step > 0 else 0
         self.load_model(models[(index + step) % len(models)])

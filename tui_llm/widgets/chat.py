@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Collapsible, Markdown, Static
@@ -12,13 +10,6 @@ from textual.widgets.markdown import MarkdownStream
 from tui_llm.engine.protocol import ReplyStats
 from tui_llm.textsafe import make_inert
 from tui_llm.widgets.textline import TextLine
-
-_FENCE_RE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
-
-
-def code_blocks(markdown: str) -> list[str]:
-    """The contents of the fenced code blocks in ``markdown``, in order."""
-    return [block.rstrip("\n") for block in _FENCE_RE.findall(markdown)]
 
 
 def format_stats(stats: ReplyStats, finish_reason: str) -> str:

@@ -28,13 +28,26 @@ def code_blocks(markdown: str) -> list[str]:
     indentation all its lines share. Indentation that belongs to the Markdown (a list item's, a
     block quote's ``>``, the four spaces of indented code) is never part of the code.
 
-    A fence holds everything up to a closing fence at least as long as its opening one. So a
-    fence of four backticks wrapping lines fenced with three is one block, and its code is those
-    lines with the inner fence lines in them: the chat draws one box with the inner fences shown
-    as text (how a model shows a Markdown snippet, say for a README), and the inner block is
-    not a box of its own anywhere on screen, so the outer box's text is what is copied. Inline
-    code, even written with three backticks, is not a block. A fence left open (a reply cut
-    short) runs to the end, as on screen. Malformed Markdown never raises.
+    A fence holds everything up to a closing fence at least as long as its opening one, so a
+    fence of four backticks can wrap lines fenced with three (a model showing a Markdown snippet
+    that holds code). Then the innermost real block is what the user wants to run: its code is
+    copied, not the wrapper with the inner fence lines. Inline code, even written with three
+    backticks, is not a block. A fence left open (a reply cut short) runs to the end, as on
+    screen. Malformed Markdown never raises.
     """
-    tokens = MarkdownIt(MARKDOWN_PRESET).parse(markdown)
-    return [textwrap.dedent(t.content).rstrip() for t in tokens if t.type in _CODE_TOKENS]
+    return _blocks(MarkdownIt(MARKDOWN_PRESET), markdown)
+
+
+def _blocks(parser: MarkdownIt, markdown: str) -> list[str]:
+    found: list[str] = []
+    for token in parser.parse(markdown):
+        if token.type not in _CODE_TOKENS:
+            continue
+        wraps_a_fence = token.type == "fence" and any(
+            inner.type == "fence" for inner in parser.parse(token.content)
+        )
+        if wraps_a_fence:
+            found.extend(_blocks(parser, token.content))
+        else:
+            found.append(textwrap.dedent(token.content).rstrip())
+    return found

@@ -16,9 +16,14 @@ def test_a_tilde_fence_is_a_block() -> None:
     assert code_blocks("Run:\n~~~bash\nls -l\nwc -l\n~~~\n") == ["ls -l\nwc -l"]
 
 
-def test_a_four_backtick_fence_is_one_block_with_the_inner_fence_as_text() -> None:
+def test_a_four_backtick_fence_wrapping_a_three_backtick_one_gives_the_inner_code() -> None:
     reply = "A README:\n\n````markdown\n# Demo\n```python\nprint('a')\n```\n````\nDone.\n"
-    assert code_blocks(reply) == ["# Demo\n```python\nprint('a')\n```"]
+    assert code_blocks(reply) == ["print('a')"]
+
+
+def test_a_four_backtick_fence_without_a_fence_inside_is_its_own_code() -> None:
+    reply = "````\n# Demo\n    indented, but only text inside a fence\n````\n"
+    assert code_blocks(reply) == ["# Demo\n    indented, but only text inside a fence"]
 
 
 def test_inline_code_with_three_backticks_is_not_a_block() -> None:

@@ -102,6 +102,52 @@ async def test_thinking_tags_that_are_control_tokens_still_split(model_dir: Path
     assert (done.reasoning, done.text) == ("hidden steps", "Shown.")
 
 
+HARMONY_SPECIALS = ["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>"]
+
+
+def harmony_template(generation_prompt: str) -> str:
+    return (
+        "{% for m in messages %}<|start|>{{ m['role'] }}<|message|>{{ m['content'] }}<|end|>"
+        "{% endfor %}{% if add_generation_prompt %}" + generation_prompt + "{% endif %}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("generation_prompt", "reply", "expected"),
+    [
+        # gpt-oss's own generation prompt: the reply starts with a header.
+        (
+            "<|start|>assistant",
+            ["<|channel|>", "final", "<|message|>", "Paris", " it is."],
+            ("", "Paris it is."),
+        ),
+        # A prompt that opens the analysis message: the reply starts inside the thinking.
+        (
+            "<|start|>assistant<|channel|>analysis<|message|>",
+            ["Need", " Paris.", "<|end|>"],
+            ("Need Paris.", ""),
+        ),
+    ],
+)
+async def test_gpt_oss_harmony_channels_split(
+    model_dir: Path, generation_prompt: str, reply: list[str], expected: tuple[str, str]
+) -> None:
+    """gpt-oss writes harmony: analysis is thinking, final the answer, headers never shown.
+
+    Its markers are control tokens; with <|return|> and <|call|> in the vocabulary llama.cpp
+    ends a reply on those, not on <|end|>. (A whole analysis-then-final reply repeats tokens,
+    which a scripted model cannot: tests/unit/test_reasoning.py covers it.)
+    """
+    model = write_scripted_model(
+        model_dir / f"harmony-{len(reply)}.gguf",
+        reply,
+        chat_template=harmony_template(generation_prompt),
+        special_tokens=HARMONY_SPECIALS,
+    )
+    done = (await reply_events(model, [user("Capital?")]))[-1]
+    assert (done.reasoning, done.text) == expected
+
+
 async def test_thinking_goes_back_as_reasoning_content_only_where_the_template_asks(
     model_dir: Path,
 ) -> None:

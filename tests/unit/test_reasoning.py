@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui_llm.engine.reasoning import ReasoningSplitter, prompt_opens_thinking, split_reasoning
+from tui_llm.engine.reasoning import (
+    HarmonySplitter,
+    ReasoningSplitter,
+    harmony_channel,
+    harmony_prompt_channel,
+    prompt_opens_thinking,
+    split_reasoning,
+    splitter_for,
+)
 
 
 def feed_pieces(pieces: list[str], starts_in_reasoning: bool = False) -> tuple[str, str]:
@@ -72,3 +80,53 @@ def test_any_split_into_pieces_gives_the_same_result(
     whole = split_reasoning(text)
     streamed = feed_pieces(pieces)
     assert (streamed[0].rstrip(), streamed[1]) == whole
+
+
+# ---- gpt-oss's harmony format -------------------------------------------------------------------
+
+GPT_OSS_REPLY = (
+    "<|channel|>analysis<|message|>User asks capital. Answer Paris.<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>The capital of France is Paris."
+)
+
+
+def feed_harmony(pieces: list[str], channel: str | None = None) -> tuple[str, str]:
+    splitter = HarmonySplitter(channel)
+    reasoning = answer = ""
+    for piece in [*pieces, None]:
+        part = splitter.finish() if piece is None else splitter.feed(piece)
+        reasoning += part.reasoning
+        answer += part.answer
+    return reasoning, answer
+
+
+def test_harmony_analysis_is_thinking_and_final_is_the_answer() -> None:
+    assert feed_harmony([GPT_OSS_REPLY]) == (
+        "User asks capital. Answer Paris.",
+        "The capital of France is Paris.",
+    )
+
+
+def test_harmony_one_character_at_a_time() -> None:
+    assert feed_harmony(list(GPT_OSS_REPLY)) == feed_harmony([GPT_OSS_REPLY])
+
+
+def test_harmony_prompt_that_opens_a_channel() -> None:
+    prompt = "<|start|>user<|message|>hi<|end|><|start|>assistant<|channel|>analysis<|message|>"
+    assert harmony_prompt_channel(prompt) == "analysis"
+    assert harmony_prompt_channel("<|start|>user<|message|>hi<|end|><|start|>assistant") is None
+    assert feed_harmony(
+        ["Think.", "<|end|>", "<|start|>assistant<|channel|>final<|message|>Hi"], "analysis"
+    ) == ("Think.", "Hi")
+
+
+def test_harmony_header_without_a_channel_is_the_answer() -> None:
+    assert harmony_channel("assistant") == "final"
+    assert harmony_channel("assistant<|channel|>commentary to=functions.x") == "commentary"
+    assert feed_harmony(["<|message|>plain"]) == ("", "plain")
+
+
+def test_splitter_is_chosen_by_the_template() -> None:
+    harmony = "{{ '<|start|>' }}{{ '<|channel|>' }}{{ '<|message|>' }}"
+    assert isinstance(splitter_for(harmony, "x"), HarmonySplitter)
+    assert isinstance(splitter_for("{{ m }}", "x<think>"), ReasoningSplitter)

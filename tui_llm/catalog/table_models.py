@@ -152,7 +152,8 @@ def write_scripted_model(
 
     Each item of ``reply`` becomes one token of that exact text (a leading space is SPM's word
     mark), so a test controls token boundaries: a tag split over two tokens, a token longer than
-    llama.cpp's 256-byte piece buffer. Items must be distinct and must not be a single character
+    llama.cpp's 256-byte piece buffer. Items must be distinct (llama.cpp refuses a vocabulary
+    with two tokens of the same text) and must not be a single character
     (those are the byte and ASCII tokens prompts are made of). The reply starts after whatever
     token the prompt ends with; raises ``ValueError`` for a repeated or one-character item.
     ``special_tokens`` are added as control tokens (``<|start_header_id|>``…): what tells a
@@ -160,7 +161,7 @@ def write_scripted_model(
     generated as a control token (as ``<think>`` is in some GGUF files).
     """
     if len(set(reply)) != len(reply):
-        raise ValueError("the items of a scripted reply must be distinct")
+        raise ValueError("the items of a scripted reply must be distinct (llama.cpp's vocabulary)")
     if any(len(item) < 2 for item in reply):
         raise ValueError("each item of a scripted reply must be at least two characters")
     base = build_vocabulary(_SCRIPTED_BASE_VOCAB)

@@ -1,5 +1,6 @@
 """Split a reasoning model's output into its thinking and its answer, as the text streams.
 
+Two formats: ``<think>`` tags, and gpt-oss's harmony channels (``HarmonySplitter``, below).
 Qwen3, QwQ, DeepSeek-R1 and its distills write ``<think>…</think>`` before the answer. Some chat
 templates (DeepSeek-R1's, Qwen3's with thinking forced) put the opening ``<think>`` in the prompt,
 so the output starts inside the thinking with no opening tag: ``prompt_opens_thinking`` tells.
@@ -115,3 +116,100 @@ def split_reasoning(text: str, starts_in_reasoning: bool = False) -> tuple[str, 
     first = splitter.feed(text)
     last = splitter.finish()
     return (first.reasoning + last.reasoning).rstrip(), first.answer + last.answer
+
+
+# ---- gpt-oss: the harmony format ------------------------------------------------------------
+#
+# OpenAI's harmony format (gpt-oss) writes each message as a header and a body:
+# "<|channel|>analysis<|message|>thinking<|end|><|start|>assistant<|channel|>final<|message|>
+# answer<|return|>". The "analysis" and "commentary" channels are the thinking, "final" the answer.
+
+HARMONY_MESSAGE = "<|message|>"
+HARMONY_CHANNEL = "<|channel|>"
+HARMONY_ENDS = ("<|end|>", "<|return|>", "<|call|>", "<|start|>")
+REASONING_CHANNELS = frozenset({"analysis", "commentary"})
+
+
+def is_harmony_template(template: str) -> bool:
+    """Whether a chat template writes the harmony format (gpt-oss): <|start|>role<|message|>."""
+    return HARMONY_MESSAGE in template and (HARMONY_CHANNEL in template or "<|start|>" in template)
+
+
+def harmony_channel(header: str) -> str:
+    """The channel a harmony header names ("assistant<|channel|>final" is "final")."""
+    _, found, rest = header.partition(HARMONY_CHANNEL)
+    if not found:
+        return "final"
+    name = rest.split("<|", 1)[0].split()
+    return name[0] if name else "final"
+
+
+def harmony_prompt_channel(prompt: str) -> str | None:
+    """The channel a rendered prompt leaves the reply inside, or ``None`` (it starts a header)."""
+    if not prompt.endswith(HARMONY_MESSAGE):
+        return None
+    header = prompt[: -len(HARMONY_MESSAGE)].rsplit("<|start|>", 1)[-1]
+    return harmony_channel(header)
+
+
+class HarmonySplitter:
+    """Incremental harmony parser with ``ReasoningSplitter``'s interface: headers are never shown,
+    analysis and commentary bodies are thinking, final bodies (and bodies with no channel) are
+    the answer."""
+
+    def __init__(self, starts_in_channel: str | None = None) -> None:
+        self._channel = starts_in_channel  # None: reading a header
+        self._header = ""
+        self._pending = ""
+        self.in_reasoning = starts_in_channel in REASONING_CHANNELS
+        self.saw_reasoning = self.in_reasoning
+
+    def feed(self, text: str) -> Split:
+        out = Split()
+        data = self._pending + text
+        self._pending = ""
+        while data:
+            if self._channel is None:
+                header = self._header + data
+                index = header.find(HARMONY_MESSAGE)
+                if index == -1:
+                    self._header = header  # never shown; the marker may still be arriving
+                    break
+                self._channel = harmony_channel(header[:index])
+                self._header = ""
+                self.in_reasoning = self._channel in REASONING_CHANNELS
+                self.saw_reasoning = self.saw_reasoning or self.in_reasoning
+                data = header[index + len(HARMONY_MESSAGE) :]
+                continue
+            ends = [(data.find(end), end) for end in HARMONY_ENDS if end in data]
+            if not ends:
+                hold = max(_partial_tag_length(data, end) for end in HARMONY_ENDS)
+                self._emit(out, data[: len(data) - hold])
+                self._pending = data[len(data) - hold :]
+                break
+            index, end = min(ends)
+            self._emit(out, data[:index])
+            data = data[index + len(end) :]
+            self._channel = None
+            self.in_reasoning = False
+        return out
+
+    def finish(self) -> Split:
+        out = Split()
+        held, self._pending = self._pending, ""
+        if self._channel is not None:
+            self._emit(out, held)
+        return out
+
+    def _emit(self, out: Split, text: str) -> None:
+        if self.in_reasoning:
+            out.reasoning += text
+        else:
+            out.answer += text
+
+
+def splitter_for(template: str, prompt: str) -> ReasoningSplitter | HarmonySplitter:
+    """The splitter for a model's output format, starting where its prompt leaves off."""
+    if is_harmony_template(template):
+        return HarmonySplitter(harmony_prompt_channel(prompt))
+    return ReasoningSplitter(prompt_opens_thinking(prompt))

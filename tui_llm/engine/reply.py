@@ -14,10 +14,31 @@ from collections.abc import Callable
 from typing import Any
 
 from tui_llm.engine.protocol import GenerateRequest, SamplingParams, TokensEvent
-from tui_llm.engine.reasoning import CLOSE_TAG, OPEN_TAG, ReasoningSplitter, Split
+from tui_llm.engine.reasoning import (
+    CLOSE_TAG,
+    HARMONY_CHANNEL,
+    HARMONY_MESSAGE,
+    OPEN_TAG,
+    HarmonySplitter,
+    ReasoningSplitter,
+    Split,
+)
 from tui_llm.engine.streaming import find_stop, held_back
 
-THINK_TAGS = (OPEN_TAG.encode(), CLOSE_TAG.encode())
+# Special tokens that structure a reply, shown to the splitter even where the GGUF marks them as
+# control tokens (hidden when detokenized): the thinking tags and harmony's markers (gpt-oss).
+STRUCTURE_TOKENS = frozenset(
+    text.encode()
+    for text in (
+        OPEN_TAG,
+        CLOSE_TAG,
+        HARMONY_CHANNEL,
+        HARMONY_MESSAGE,
+        "<|start|>",
+        "<|end|>",
+        "<|constrain|>",
+    )
+)
 
 
 class ReplyStream:
@@ -26,7 +47,7 @@ class ReplyStream:
     def __init__(
         self,
         request: GenerateRequest,
-        splitter: ReasoningSplitter,
+        splitter: ReasoningSplitter | HarmonySplitter,
         send: Callable[[TokensEvent], None],
         cancelled: Callable[[], bool],
     ) -> None:
@@ -145,12 +166,12 @@ def token_piece(llm: Any, token: int, special: bool) -> bytes:
 
 
 def visible_piece(llm: Any, token: int) -> bytes:
-    """What a generated token adds to the reply: special tokens are hidden, except the thinking
-    tags, which some GGUF files mark as control tokens (the reasoning split needs them)."""
+    """What a generated token adds to the reply: special tokens are hidden, except those that
+    structure it (``STRUCTURE_TOKENS``), which the thinking split needs."""
     piece = token_piece(llm, token, special=False)
     if not piece:
         special = token_piece(llm, token, special=True)
-        if special in THINK_TAGS:
+        if special in STRUCTURE_TOKENS:
             return special
     return piece
 

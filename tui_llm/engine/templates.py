@@ -116,8 +116,8 @@ def _builtin(name: str, warning: str | None) -> ChosenTemplate:
 def render(template: str, messages: Sequence[ChatMessage], bos_token: str, eos_token: str) -> str:
     """The prompt for ``messages``, ending with the assistant's turn; raises ``TemplateError``.
 
-    A reply's thinking goes to the template as ``reasoning_content``: templates that know it
-    (Qwen3's) keep or drop it per turn, the others never see it.
+    A reply's thinking goes to the template as ``reasoning_content`` and ``thinking``: templates
+    that know them (Qwen3's, gpt-oss's) keep or drop it per turn, the others never see it.
     """
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -125,7 +125,8 @@ def render(template: str, messages: Sequence[ChatMessage], bos_token: str, eos_t
     for message in messages:
         item = {"role": message.role, "content": message.content}
         if message.reasoning:
-            item["reasoning_content"] = message.reasoning
+            item["reasoning_content"] = message.reasoning  # Qwen3's, DeepSeek's name
+            item["thinking"] = message.reasoning  # gpt-oss's
         chat.append(item)
     try:
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token)

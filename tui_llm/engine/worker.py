@@ -43,7 +43,7 @@ from tui_llm.engine.protocol import (
     decode,
     encode,
 )
-from tui_llm.engine.reasoning import ReasoningSplitter, prompt_opens_thinking
+from tui_llm.engine.reasoning import splitter_for
 from tui_llm.engine.reply import ReplyStream, special_text, token_piece
 from tui_llm.engine.streaming import tokens_to_evaluate
 
@@ -300,7 +300,7 @@ class Worker:
         )
         reply = ReplyStream(
             request,
-            ReasoningSplitter(prompt_opens_thinking(prompt)),
+            splitter_for(self._template.template, prompt),
             send=self.send,
             cancelled=lambda: self.is_cancelled(rid),
         )

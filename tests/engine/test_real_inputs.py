@@ -255,3 +255,24 @@ async def test_an_empty_stop_string_does_not_cut_the_reply(model_dir: Path) -> N
         await client.load(settings(model))
         done = await client.chat([user("x")], SamplingParams(temperature=0.0, stop=("",)))
     assert done.text == "Whole reply."
+
+
+def test_the_internals_the_engine_uses_are_checked(tiny_model: Path) -> None:
+    from types import SimpleNamespace
+
+    from llama_cpp import Llama
+
+    from tui_llm.engine.compat import missing_internals, unsupported_message
+
+    llm = Llama(str(tiny_model), n_ctx=64, verbose=False)
+    try:
+        assert missing_internals(llm) == []  # the installed version has them all
+    finally:
+        llm.close()
+    older = SimpleNamespace(_model=SimpleNamespace(vocab=1), _ctx=None)
+    missing = missing_internals(older)
+    assert missing == ["Llama._requires_eval", "Llama._ctx.ctx"]
+    assert unsupported_message("0.2.90", missing) == (
+        "llama-cpp-python 0.2.90 lacks Llama._requires_eval, Llama._ctx.ctx, which tui-llm "
+        "needs; install llama-cpp-python>=0.3.16,<0.4"
+    )

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from tui_llm.engine import kvstate, templates
+from tui_llm.engine.compat import missing_internals, unsupported_message
 from tui_llm.engine.load_params import KV_TYPE_IDS, llama_kwargs, progress_hook
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
@@ -225,6 +226,12 @@ class Worker:
             self.send(
                 ErrorEvent(rid, kind, f"cannot load {name}: {detail}", tuple(self._sink.tail)[-10:])
             )
+            return
+        missing = missing_internals(self._llm)
+        if missing:
+            self._unload()
+            version = getattr(sys.modules.get("llama_cpp"), "__version__", "?")
+            self.send(ErrorEvent(rid, "bad_request", unsupported_message(version, missing)))
             return
         self._settings = settings
         self._template = self._choose_template(settings, info.architecture or "")

@@ -143,3 +143,12 @@ def test_search_aligns_inert_names_on_a_terminal() -> None:
     assert lines[1].startswith("org/a␛[2J<U+202E>b  ")
     assert lines[0].index("PARAMS") == lines[1].index("-")
     assert _table([model]).splitlines()[1].startswith("org/a\x1b[2J\u202eb  ")  # for a pipe
+
+
+def test_a_name_that_is_not_utf8_is_read_with_replacement_characters(tmp_path: Path) -> None:
+    model = write_llama_gguf(tmp_path / "bytes.gguf", n_layer=2, n_embd=64, name="NAME-OK")
+    data = model.read_bytes().replace(b"NAME-OK", b"NA\xff\xfe-OK", 1)
+    model.write_bytes(data)
+    status, output = on_terminal("info", str(model))
+    assert status == 0, output
+    assert "Name             NA\ufffd\ufffd-OK" in output

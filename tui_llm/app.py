@@ -29,6 +29,7 @@ from tui_llm.messages import FitLabelsChanged, GpuSampled, LoadModelRequested, M
 from tui_llm.screens.help import HelpScreen
 from tui_llm.screens.main import MainScreen
 from tui_llm.theme_files import DEFAULT_THEME, load_themes
+from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.offload import LevelEstimate, OffloadPanel
 
 FIT_SLACK = 256 * 1024 * 1024  # free-memory moves smaller than this leave the fit column as it is
@@ -95,9 +96,11 @@ class TuiLlmApp(App[None]):
         wanted = self.settings.theme or DEFAULT_THEME
         self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
         for error in self._theme_errors:
-            self.notify(f"Theme file skipped: {error}", severity="warning", timeout=8)
+            notify_literal(self, f"Theme file skipped: {error}", severity="warning", timeout=8)
         if self.settings_warning:
-            self.notify(self.settings_warning, title="Settings", severity="warning", timeout=10)
+            notify_literal(
+                self, self.settings_warning, title="Settings", severity="warning", timeout=10
+            )
         if self.monitor is not None:
             self.monitor.on_sample = self._on_sample
             self.monitor.start()
@@ -355,7 +358,9 @@ class TuiLlmApp(App[None]):
             with self._save_lock:
                 config_mod.save_settings(self.settings)
         except (OSError, ValueError) as exc:
-            self.call_from_thread(self.notify, f"Settings not saved: {exc}", severity="warning")
+            self.call_from_thread(
+                notify_literal, self, f"Settings not saved: {exc}", severity="warning"
+            )
 
     def set_sampling(self, sampling: SamplingParams, system_prompt: str) -> None:
         self.sampling = sampling

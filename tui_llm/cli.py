@@ -2,6 +2,10 @@
 
 ``tui-llm [MODEL]`` opens the app; the subcommands are the scriptable interface on the same
 engine. Errors a user can cause exit 2 with one line on stderr and no traceback.
+
+Output quotes outside text (model output, file names, GGUF metadata). What goes to stdout is made
+inert on a terminal and left exact for a pipe (``textsafe.for_stream``); messages on stderr are
+always made inert (``say``): they are for a person, and a log file is read on a terminal.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tui_llm import __version__
+from tui_llm.textsafe import for_stream, make_inert
 
 SUBCOMMANDS = ("chat", "info", "demo-model", "rpc-server", "fit", "search", "pull")
 DEMO_ALIASES = ("demo", ":demo")
@@ -24,6 +29,11 @@ DEMO_ALIASES = ("demo", ":demo")
 
 class UsageError(Exception):
     """A bad argument or model; printed as one line, exit status 2."""
+
+
+def say(message: str, *, one_line: bool = False) -> None:
+    """A message for the person at the terminal, on stderr, with outside text in it made inert."""
+    print(make_inert(message, one_line=one_line), file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -212,7 +222,7 @@ def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
         gpu = nvml_gpu_memory()
         choice = auto_offload_for_path(model, settings, gpu.free if gpu else None)
         layers, reason = choice if choice is not None else (0, "no estimate: CPU only")
-        print(f"tui-llm: --offload auto: {layers} layers ({reason})", file=sys.stderr)
+        say(f"tui-llm: --offload auto: {layers} layers ({reason})")
         settings = replace(settings, offload_layers=layers)
     return settings
 
@@ -222,7 +232,6 @@ async def _run_chat(args: argparse.Namespace) -> int:
     from tui_llm.catalog.metadata import read_model_info
     from tui_llm.engine.client import EngineClient, EngineError
     from tui_llm.engine.protocol import ChatMessage, DoneEvent, LoadSettings, SamplingParams
-    from tui_llm.textsafe import make_inert
 
     model = resolve_model(args.model)
     try:
@@ -252,7 +261,6 @@ async def _run_chat(args: argparse.Namespace) -> int:
     if args.system:
         messages.append(ChatMessage("system", args.system))
     messages.append(ChatMessage("user", args.prompt))
-    interactive = sys.stdout.isatty()
     client = EngineClient()
     try:
         await client.start()
@@ -261,7 +269,7 @@ async def _run_chat(args: argparse.Namespace) -> int:
         except EngineError as exc:
             raise UsageError(str(exc)) from None
         if loaded.chat_template_warning:
-            print(f"tui-llm: note: {loaded.chat_template_warning}", file=sys.stderr)
+            say(f"tui-llm: note: {loaded.chat_template_warning}")
         done: DoneEvent | None = None
         thinking_shown = False
         async for event in client.generate(messages, sampling):
@@ -272,14 +280,13 @@ async def _run_chat(args: argparse.Namespace) -> int:
                 continue
             if event.reasoning and not args.hide_thinking:
                 thinking_shown = True
-                text = event.reasoning
-                sys.stderr.write(make_inert(text) if sys.stderr.isatty() else text)
+                sys.stderr.write(for_stream(event.reasoning, sys.stderr))
                 sys.stderr.flush()
             if event.text:
                 if thinking_shown:
                     sys.stderr.write("\n")  # the thinking ends; the answer follows on stdout
                     thinking_shown = False
-                sys.stdout.write(make_inert(event.text) if interactive else event.text)
+                sys.stdout.write(for_stream(event.text, sys.stdout))
                 sys.stdout.flush()
         assert done is not None
         if args.json:
@@ -318,7 +325,7 @@ async def _run_chat(args: argparse.Namespace) -> int:
             )
         return 0
     except EngineError as exc:
-        print(f"tui-llm: {exc}", file=sys.stderr)
+        say(f"tui-llm: {exc}")
         return 1
     finally:
         await client.close()
@@ -336,7 +343,7 @@ def _run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info_to_json(info), indent=2))
     else:
-        print(format_info(info))
+        print(for_stream(format_info(info), sys.stdout))
     return 0
 
 
@@ -350,7 +357,7 @@ def _run_demo_model(args: argparse.Namespace) -> int:
         written = write_demo_model(path)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    print(written)
+    print(for_stream(str(written), sys.stdout))
     return 0
 
 
@@ -364,10 +371,7 @@ def _run_rpc_server(args: argparse.Namespace) -> int:
             "llama-cpp-python"
         )
     loopback = args.host in ("127.0.0.1", "localhost", "::1")
-    print(
-        f"tui-llm rpc-server: serving {served_device_name()} on {args.host}:{args.port}",
-        file=sys.stderr,
-    )
+    say(f"tui-llm rpc-server: serving {served_device_name()} on {args.host}:{args.port}")
     if not loopback:
         print(
             "tui-llm rpc-server: WARNING: the llama.cpp RPC protocol has no authentication or "
@@ -412,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_search(args) if args.command == "search" else run_pull(args)
         raise UsageError(f"unknown command {args.command}")
     except UsageError as exc:
-        print(f"tui-llm: error: {exc}", file=sys.stderr)
+        say(f"tui-llm: error: {exc}", one_line=True)
         return 2
     except KeyboardInterrupt:
         return 130

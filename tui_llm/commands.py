@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.app import SystemCommand
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
+from textual.content import Content
+
+from tui_llm.widgets.literal import literal, literal_markup
 
 if TYPE_CHECKING:
     from tui_llm.app import TuiLlmApp
@@ -22,13 +26,27 @@ def _tui(provider: Provider) -> TuiLlmApp:
     return app
 
 
+def model_prompt(path: Path, matcher: Matcher | None = None) -> Content:
+    """The file name (its matched letters highlighted) over its folder, dimmed; both as they are.
+
+    The folder is part of the prompt, not the hit's ``help``, which the palette reads as markup.
+    """
+    name = literal(path.name, one_line=True)
+    if matcher is not None:
+        _score, offsets = matcher.fuzzy_search.match(matcher.query, name.plain)
+        for offset in offsets:
+            if not name.plain[offset].isspace():
+                name = name.stylize(matcher.match_style, offset, offset + 1)
+    return Content.assemble(name, "\n", literal(str(path.parent), style="dim", one_line=True))
+
+
 class ModelCommands(Provider):
     """The fuzzy model picker: every model found, recent ones first."""
 
     async def discover(self) -> Hits:
         app = _tui(self)
         for path in app.picker_models()[:30]:
-            yield DiscoveryHit(path.name, partial(app.request_load, path), help=str(path.parent))
+            yield DiscoveryHit(model_prompt(path), partial(app.request_load, path), text=path.name)
 
     async def search(self, query: str) -> Hits:
         app = _tui(self)
@@ -38,9 +56,9 @@ class ModelCommands(Provider):
             if score > 0:
                 yield Hit(
                     score,
-                    matcher.highlight(path.name),
+                    model_prompt(path, matcher),
                     partial(app.request_load, path),
-                    help=str(path.parent),
+                    text=path.name,
                 )
 
 
@@ -84,8 +102,9 @@ def system_commands(app: TuiLlmApp, main: MainScreen) -> Iterator[SystemCommand]
         main.action_restart_engine,
     )
     for number, path in enumerate(app.recent_models()[:9], start=1):
+        # A system command's title and help are read as markup: escaped, they show as they are.
         yield SystemCommand(
-            f"Load recent {number}: {path.name}",
-            str(path.parent),
+            f"Load recent {number}: {literal_markup(path.name)}",
+            literal_markup(str(path.parent)),
             partial(app.request_load, path),
         )

@@ -27,8 +27,8 @@ from tui_llm.catalog.hub import (
 from tui_llm.catalog.hub_cache import CachedGGUF, list_cached_ggufs
 from tui_llm.catalog.hub_download import DownloadProgress, DownloadRequest, download
 from tui_llm.catalog.metadata import human_bytes, human_count
-from tui_llm.cli import positive_int
-from tui_llm.textsafe import make_inert
+from tui_llm.cli import positive_int, say
+from tui_llm.textsafe import for_stream, make_inert
 
 _GIB = 1024**3
 _BAR_WIDTH = 24
@@ -69,7 +69,7 @@ def add_hub_parsers(subparsers: Any) -> None:
 
 
 def _error(message: str) -> int:
-    print(f"tui-llm: error: {message}", file=sys.stderr)
+    say(f"tui-llm: error: {message}", one_line=True)
     return 2
 
 
@@ -86,14 +86,19 @@ def _model_json(model: HubModel) -> dict[str, object]:
     }
 
 
-def _table(models: Sequence[HubModel]) -> str:
+def _table(models: Sequence[HubModel], inert: bool = False) -> str:
+    """The search results as aligned columns; ``inert``: names made inert before aligning."""
+
+    def shown(text: str) -> str:
+        return make_inert(text, one_line=True) if inert else text
+
     rows = [("REPOSITORY", "PARAMS", "ARCH", "DOWNLOADS", "LIKES", "UPDATED")]
     for model in models:
         rows.append(
             (
-                model.repo_id + (" (gated)" if model.gated else ""),
+                shown(model.repo_id) + (" (gated)" if model.gated else ""),
                 human_count(model.parameter_count) if model.parameter_count else "-",
-                model.architecture or "-",
+                shown(model.architecture or "-"),
                 human_count(model.downloads),
                 human_count(model.likes),
                 model.last_modified.date().isoformat() if model.last_modified else "-",
@@ -115,10 +120,10 @@ def run_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_model_json(m) for m in models], indent=2))
     elif not models:
-        print(f"no GGUF models match {args.query!r}", file=sys.stderr)
+        say(f"no GGUF models match {args.query!r}")
     else:
-        text = _table(models)
-        print(make_inert(text) if sys.stdout.isatty() else text)
+        text = _table(models, inert=sys.stdout.isatty())
+        print(for_stream(text, sys.stdout))
     return 0
 
 
@@ -238,18 +243,15 @@ def run_pull(args: argparse.Namespace) -> int:
             option = picked
         badge = size_fit_badge(vram, ram)(option.size_bytes or 0, repo.gguf)
         shards = f", {len(option.filenames)} shards" if option.is_split else ""
-        print(
-            f"{repo_id}: {option.quantization} {option.name} ({option.size_text}{shards}, {badge})",
-            file=sys.stderr,
-        )
+        say(f"{repo_id}: {option.quantization} {option.name} ({option.size_text}{shards}, {badge})")
         result = download(DownloadRequest.for_option(option), on_progress=progress.update)
     except HubError as exc:
         progress.end()
         cached = _cached_match(repo_id, selector) if exc.kind == "offline" else None
         if cached is None:
             return _error(str(exc))
-        print(f"tui-llm: offline: using the cached {cached.filename}", file=sys.stderr)
-        print(cached.path)
+        say(f"tui-llm: offline: using the cached {cached.filename}")
+        print(for_stream(str(cached.path), sys.stdout))
         return 0
     except KeyboardInterrupt:
         progress.end()
@@ -259,7 +261,7 @@ def run_pull(args: argparse.Namespace) -> int:
         )
         return 130
     progress.end()
-    print(result.model_path)
+    print(for_stream(str(result.model_path), sys.stdout))
     return 0
 
 

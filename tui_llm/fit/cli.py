@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tui_llm.catalog.metadata import human_bytes
-from tui_llm.cli import positive_int
+from tui_llm.cli import positive_int, say
+from tui_llm.textsafe import for_stream
 
 DEMO_ALIASES = ("demo", ":demo")
 
@@ -105,7 +106,7 @@ def _resolve(name: str) -> Path:
 
 
 def _fail(message: str) -> int:
-    print(f"tui-llm: error: {' '.join(message.split())}", file=sys.stderr)
+    say(f"tui-llm: error: {' '.join(message.split())}", one_line=True)
     return 2
 
 
@@ -152,7 +153,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_as_json(info.name, path, est, gpu, budget, choice), indent=2))
         return 0
-    print(_as_text(info.name, est, gpu, budget, choice))
+    print(for_stream(_as_text(info.name, est, gpu, budget, choice), sys.stdout))
     return 0
 
 

@@ -20,8 +20,10 @@ from tui_llm.conversation import Conversation
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import LoadedEvent, LoadSettings
 from tui_llm.store.recorder import ConversationRecorder
+from tui_llm.textsafe import make_inert
 from tui_llm.widgets.chat import ChatView
 from tui_llm.widgets.gauge import GpuGauge
+from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
 from tui_llm.widgets.textline import TextLine
@@ -33,6 +35,11 @@ EMPTY_CHAT = (
     "No model loaded yet. Pick one in the model browser (Ctrl+B) or the picker (Ctrl+L); "
     "the built-in demo model is always there. F1 lists every key."
 )
+
+
+def file_name(path: str | Path) -> str:
+    """A model's file name for a line of text: inert, on one line (a name may hold a newline)."""
+    return make_inert(Path(path).name, max_chars=500, one_line=True)
 
 
 class StatusBar(TextLine):
@@ -98,7 +105,7 @@ class EngineScreen(Screen[None]):
             self.load_model(self.initial_model)
         elif self.tui.settings.last_model and Path(self.tui.settings.last_model).exists():
             self.chat_view.set_empty_text(
-                EMPTY_CHAT + f"\nLast model: {Path(self.tui.settings.last_model).name} "
+                EMPTY_CHAT + f"\nLast model: {file_name(self.tui.settings.last_model)} "
                 "(press 1 or F2 to load it)."
             )
 
@@ -131,8 +138,9 @@ class EngineScreen(Screen[None]):
         if not self.app.is_running:
             return
         if too_big is not None:
-            self.notify(
-                f"{path.name} cannot load here: {too_big}",
+            notify_literal(
+                self,
+                f"{file_name(path)} cannot load here: {too_big}",
                 title="Too big",
                 severity="error",
                 timeout=12,
@@ -147,7 +155,7 @@ class EngineScreen(Screen[None]):
         panel = self.query_one(OffloadPanel)
         self.model_loading = True
         previous = self.loaded.settings if self.loaded is not None else None
-        name = Path(settings.model_path).name
+        name = file_name(settings.model_path)
         panel.status = f"Loading {name}…"
         panel.show_progress(0.0)
         self.update_status()
@@ -167,9 +175,9 @@ class EngineScreen(Screen[None]):
             panel.show_progress(None)
             self.model_loading = False
             panel.status = ""
-            self.notify(str(exc), title="Load failed", severity="error", timeout=10)
+            notify_literal(self, str(exc), title="Load failed", severity="error", timeout=10)
             if previous is not None and exc.kind != "cancelled":
-                panel.status = f"Reloading {Path(previous.model_path).name}…"
+                panel.status = f"Reloading {file_name(previous.model_path)}…"
                 self.run_load(previous)
             else:
                 self.loaded = None
@@ -232,13 +240,13 @@ class EngineScreen(Screen[None]):
             banner.append(loaded.chat_template_warning)
         self.show_banner("\n".join(banner))
         if new_model:
-            self.chat_view.set_empty_text(f"{path.name} is loaded. Say something.")
+            self.chat_view.set_empty_text(f"{file_name(path)} is loaded. Say something.")
 
     @work(group="engine-restart", exclusive=True)
     async def action_restart_engine(self) -> None:
         """After a crash: a fresh engine, the same model with half the GPU layers."""
         if self.tui.engine.running and self.loaded is not None:
-            self.notify("The engine is running.")
+            notify_literal(self, "The engine is running.")
             return
         settings = self.tui.last_settings
         if settings is None:
@@ -284,7 +292,7 @@ class EngineScreen(Screen[None]):
         status = self.query_one(StatusBar)
         parts = []
         if self.loaded is not None:
-            parts.append(Path(self.loaded.settings.model_path).name)
+            parts.append(file_name(self.loaded.settings.model_path))
             parts.append(f"GPU {self.loaded.offloaded_layers}/{self.loaded.total_layers}")
             n_ctx = self.loaded.settings.n_ctx
             used = min(self._n_past, n_ctx)

@@ -7,15 +7,33 @@ import time
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui_llm.store import ConversationStore, ConversationSummary, StoreError
+from tui_llm.widgets.literal import literal, notify_literal
+
+SHOWN_MAX_CHARS = 200  # a longer title or model name (a pasted page) is cut, with a marker
 
 
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def summary_prompt(summary: ConversationSummary) -> Content:
+    """Two lines for one conversation: its title as typed, then when, how long, which model."""
+    model = (
+        Content(" · ") + literal(summary.model_name, max_chars=SHOWN_MAX_CHARS, one_line=True)
+        if summary.model_name
+        else Content()
+    )
+    return (
+        literal(summary.title, max_chars=SHOWN_MAX_CHARS, one_line=True)
+        + Content(f"\n  {_when(summary.updated)} · {summary.message_count} messages")
+        + model
+    )
 
 
 class HistoryScreen(ModalScreen[int | None]):
@@ -57,17 +75,10 @@ class HistoryScreen(ModalScreen[int | None]):
         try:
             self.summaries = self.store.list_conversations(limit=200)
         except StoreError as exc:
-            self.notify(str(exc), severity="error")
+            notify_literal(self, str(exc), severity="error")
             self.summaries = []
         for summary in self.summaries:
-            model = f" · {summary.model_name}" if summary.model_name else ""
-            options.add_option(
-                Option(
-                    f"{summary.title}\n  {_when(summary.updated)} · "
-                    f"{summary.message_count} messages{model}",
-                    id=str(summary.id),
-                )
-            )
+            options.add_option(Option(summary_prompt(summary), id=str(summary.id)))
         if not self.summaries:
             options.add_option(Option("No saved conversations yet.", disabled=True))
         else:
@@ -85,7 +96,7 @@ class HistoryScreen(ModalScreen[int | None]):
         try:
             self.store.delete_conversation(self.summaries[index].id)
         except StoreError as exc:
-            self.notify(str(exc), severity="error")
+            notify_literal(self, str(exc), severity="error")
         self._reload()
 
     def action_close(self) -> None:

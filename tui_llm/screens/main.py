@@ -34,6 +34,7 @@ from tui_llm.widgets.chat import ChatView, format_stats, thinking_title
 from tui_llm.widgets.gauge import GpuGauge
 from tui_llm.widgets.hub import HubPanel
 from tui_llm.widgets.hub_messages import HubModelDownloaded
+from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
 from tui_llm.widgets.textline import TextLine
@@ -106,7 +107,8 @@ class MainScreen(EngineScreen):
 
     async def on_mount(self) -> None:
         self.recorder = ConversationRecorder(
-            self.tui.store, on_error=lambda text: self.notify(text, severity="warning", timeout=10)
+            self.tui.store,
+            on_error=lambda text: notify_literal(self, text, severity="warning", timeout=10),
         )
         self.query_one(PromptInput).focus()
         self.conversation.system_prompt = self.tui.system_prompt
@@ -210,7 +212,7 @@ class MainScreen(EngineScreen):
                 view.set_stats(f"interrupted: {exc}")
                 view.add_class("-error")
                 if exc.kind == "bad_request":
-                    self.notify(str(exc), severity="error", timeout=10)
+                    notify_literal(self, str(exc), severity="error", timeout=10)
         except asyncio.CancelledError:
             self._record_interrupted(text, reasoning)
             if text or reasoning:
@@ -300,7 +302,7 @@ class MainScreen(EngineScreen):
             self.notify("No reply to copy.")
             return
         self.app.copy_to_clipboard(reply)
-        self.notify(f"Copied the last reply ({len(reply)} characters).")
+        notify_literal(self, f"Copied the last reply ({len(reply)} characters).")
 
     def action_copy_code(self) -> None:
         reply = self.conversation.last_reply() or ""
@@ -353,7 +355,7 @@ class MainScreen(EngineScreen):
         try:
             stored = store.load(conversation_id)
         except StoreError as exc:
-            self.notify(str(exc), severity="error")
+            notify_literal(self, str(exc), severity="error")
             return
         self.conversation = stored.to_conversation()
         self.recorder.resume(stored)
@@ -372,7 +374,7 @@ class MainScreen(EngineScreen):
                 view.set_stats("interrupted")
         self._n_past = 0
         self.update_status()
-        self.notify(f"Opened “{stored.title}”.")
+        notify_literal(self, f"Opened “{stored.title}”.")
 
     def action_sampling(self) -> None:
         from tui_llm.screens.sampling import SamplingScreen
@@ -473,7 +475,7 @@ class MainScreen(EngineScreen):
         if 0 < number <= len(recent):
             self.load_model(recent[number - 1])
         else:
-            self.notify(f"No recent model number {number}.")
+            notify_literal(self, f"No recent model number {number}.")
 
     def action_cycle_model(self, step: int) -> None:
         models = [Path(m.path) for m in self.query_one(ModelBrowser).models if m.info is not None]

@@ -7,8 +7,22 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from tui_llm.widgets.literal import literal
+
+
+def recent_line(number: int, path: Path) -> Content:
+    """``1  model.gguf  /models``: the key in bold, the folder dimmed, the names as they are."""
+    return Content.assemble(
+        (str(number), "bold"),
+        "  ",
+        literal(path.name, one_line=True),
+        "  ",
+        literal(str(path.parent), style="dim", one_line=True),
+    )
 
 
 class RecentScreen(ModalScreen[Path | None]):
@@ -38,7 +52,7 @@ class RecentScreen(ModalScreen[Path | None]):
             if not self.models:
                 yield Static("No recent models yet.")
             for number, path in enumerate(self.models, start=1):
-                yield Static(f"[b]{number}[/b]  {path.name}  [dim]{path.parent}[/dim]")
+                yield Static(recent_line(number, path))
             yield Static("1-9 load · Esc close", classes="hint")
 
     def action_pick(self, number: int) -> None:

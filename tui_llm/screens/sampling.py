@@ -8,9 +8,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static, TextArea
+from textual.widgets import Button, Label, Static
 
 from tui_llm.engine.protocol import SamplingParams
+from tui_llm.widgets.inputs import InertInput, InertTextArea
+from tui_llm.widgets.literal import literal
 
 _FIELDS: tuple[tuple[str, str, type], ...] = (
     ("temperature", "Temperature", float),
@@ -56,9 +58,9 @@ class SamplingScreen(ModalScreen[tuple[SamplingParams, str] | None]):
                 for name, label, _kind in _FIELDS:
                     value = getattr(self._sampling, name)
                     yield Label(label)
-                    yield Input("" if value is None else str(value), id=f"field-{name}")
+                    yield InertInput("" if value is None else str(value), id=f"field-{name}")
             yield Label("System prompt")
-            yield TextArea(self._system_prompt, id="system-prompt")
+            yield InertTextArea(self._system_prompt, id="system-prompt")
             yield Static("", classes="error")
             with Vertical(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -73,15 +75,17 @@ class SamplingScreen(ModalScreen[tuple[SamplingParams, str] | None]):
     def action_save(self) -> None:
         values: dict[str, object] = {}
         for name, label, kind in _FIELDS:
-            raw = self.query_one(f"#field-{name}", Input).value.strip()
+            raw = self.query_one(f"#field-{name}", InertInput).value.strip()
             if name == "seed" and raw == "":
                 values[name] = None
                 continue
             try:
                 values[name] = kind(raw)
             except ValueError:
-                self.query_one(".error", Static).update(f"{label}: not a number: {raw!r}")
+                self.query_one(".error", Static).update(
+                    literal(f"{label}: not a number: {raw!r}", max_chars=200)
+                )
                 return
         sampling = replace(self._sampling, **values)  # type: ignore[arg-type]
-        system = self.query_one("#system-prompt", TextArea).text
+        system = self.query_one("#system-prompt", InertTextArea).text
         self.dismiss((sampling, system))

@@ -16,6 +16,9 @@ from textual.widgets import DataTable, Input
 
 from tui_llm.catalog.metadata import human_bytes, human_count
 from tui_llm.messages import LoadModelRequested
+from tui_llm.textsafe import make_inert
+from tui_llm.widgets.inputs import InertInput
+from tui_llm.widgets.literal import literal_text, notify_literal, shorten_middle
 from tui_llm.widgets.table import QuietTable
 from tui_llm.widgets.textline import TextLine
 
@@ -27,16 +30,17 @@ NAME_CELLS = 28  # longer names keep their start and their end (the quantization
 
 
 def table_name(display_name: str, cells: int = NAME_CELLS) -> str:
-    """A model's name for the table: no ``.gguf``, and a long name shortened in the middle."""
+    """A model's name for the table: inert, no ``.gguf``, and shortened in the middle to
+    ``cells`` cells when longer (made inert first: a cut must never join an escape sequence)."""
     name = display_name[:-5] if display_name.lower().endswith(".gguf") else display_name
-    if len(name) <= cells:
-        return name
-    tail = cells // 2
-    return name[: cells - tail - 1] + "…" + name[-tail:]
+    return shorten_middle(make_inert(name, max_chars=1000, one_line=True), cells)
 
 
 def model_row(model: Any, fit: str = "") -> tuple[str | Text, ...]:
-    """Table cells for one found model; a file that cannot be read shows its error."""
+    """Table cells for one found model; a file that cannot be read shows its error.
+
+    The names and GGUF strings are ``Text``: a ``str`` cell would be read as markup.
+    """
     info = model.info
     if info is None:
         # A short mark keeps the columns narrow; the line under the table gives the whole error.
@@ -51,14 +55,14 @@ def model_row(model: Any, fit: str = "") -> tuple[str | Text, ...]:
             "",
         )
     return (
-        table_name(model.display_name),
+        Text(table_name(model.display_name)),
         human_bytes(info.file_size),
-        info.quantization or "?",
+        literal_text(info.quantization or "?", max_chars=40, one_line=True),
         fit,
         human_count(info.parameter_count),
         str(info.n_layer or "?"),
         str(info.context_length or "?"),
-        info.architecture or "?",
+        literal_text(info.architecture or "?", max_chars=40, one_line=True),
     )
 
 
@@ -86,7 +90,7 @@ class ModelBrowser(Vertical):
         self._scanning = False
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter…", id="model-filter")
+        yield InertInput(placeholder="filter…", id="model-filter")
         table: DataTable[Any] = QuietTable(cursor_type="row", zebra_stripes=True, id="model-table")
         yield table
         yield TextLine(classes="status", hide_empty=False)
@@ -158,7 +162,8 @@ class ModelBrowser(Vertical):
             text += " · scanning…"
         highlighted = self._highlighted(table)
         if highlighted is not None and highlighted.info is None:
-            text += f"\n{highlighted.display_name}: {highlighted.error}"
+            name = make_inert(highlighted.display_name, max_chars=1000, one_line=True)
+            text += f"\n{name}: {highlighted.error}"
         self.query_one(".status", TextLine).show(text)
 
     def _highlighted(self, table: DataTable[Any]) -> Any:
@@ -200,7 +205,7 @@ class ModelBrowser(Vertical):
         if model is None:
             return
         if model.info is None:
-            self.notify(f"{model.display_name}: {model.error}", severity="error")
+            notify_literal(self, f"{model.display_name}: {model.error}", severity="error")
             return
         self.post_message(LoadModelRequested(Path(model.path)))
 

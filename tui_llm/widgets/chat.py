@@ -9,6 +9,7 @@ from textual.widgets.markdown import MarkdownStream
 
 from tui_llm.engine.protocol import ReplyStats
 from tui_llm.textsafe import make_inert
+from tui_llm.widgets.literal import literal
 from tui_llm.widgets.textline import TextLine
 
 
@@ -105,7 +106,7 @@ class MessageView(Vertical):
         label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
             self.role, self.role.title()
         )
-        yield Static(label, classes="role")
+        yield Static(literal(label, max_chars=80, one_line=True), classes="role")
         yield self._thinking
         yield self._markdown
         yield self._stats
@@ -181,7 +182,8 @@ class MessageView(Vertical):
         return True
 
     def set_stats(self, text: str) -> None:
-        self._stats.update(text)
+        """The line under the message: figures, or why it stopped (an error's text, literally)."""
+        self._stats.update(literal(text))
 
 
 class ChatView(VerticalScroll):

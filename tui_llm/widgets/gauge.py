@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.logparse import totals_by_device
 from tui_llm.engine.protocol import BufferSize, DeviceInfo, DeviceLayers
+from tui_llm.textsafe import make_inert
 from tui_llm.widgets.textline import TextLine
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -40,6 +41,11 @@ def memory_bar(used: int, total: int, own: int, width: int) -> Text:
     text.append("█" * (used_cells - own_cells), style="cyan")
     text.append("░" * (width - used_cells), style="dim")
     return text
+
+
+def _name(name: str) -> str:
+    """A device name as reported, inert and on one line."""
+    return make_inert(name, max_chars=100, one_line=True)
 
 
 def _fmt(value: Any, unit: str, digits: int = 0) -> str:
@@ -124,7 +130,8 @@ class GpuGauge(Vertical):
             for proc in processes.get(gpu.index, ()):
                 if proc.pid == self._engine_pid and proc.used_bytes:
                     own += proc.used_bytes
-            gpus_text.append(f"GPU{gpu.index} {gpu.name}\n", style="bold")
+            # Device names come from the driver and from llama.cpp: shown as they are, made inert.
+            gpus_text.append(f"GPU{gpu.index} {_name(gpu.name)}\n", style="bold")
             used, total = gpu.memory_used or 0, gpu.memory_total or 0
             gpus_text.append(INDENT)
             gpus_text.append_text(memory_bar(used, total, own, bar_width))
@@ -146,7 +153,7 @@ class GpuGauge(Vertical):
         gpus_text.rstrip()
         self._set_line(".gpus", gpus_text)
         reason = self._reason or (getattr(snapshot, "error", None) or "")
-        self._set_line(".reason", Text(reason))
+        self._set_line(".reason", Text(make_inert(reason, max_chars=500)))
         devices = self._devices_text()
         devices.rstrip()
         self._set_line(".devices", devices)
@@ -172,9 +179,9 @@ class GpuGauge(Vertical):
         for dev in self._devices:
             # Two lines per device, whatever the figures: a row count that does not depend on
             # the number of digits keeps a new sample from relayouting the screen.
-            name = dev.name
+            name = _name(dev.name)
             if dev.description and dev.kind != "cpu":
-                name += f" {dev.description}"
+                name += f" {_name(dev.description)}"
             layers = self._layers.get(dev.name)
             if layers is None and len(accelerators) == 1 and not self._layers:
                 layers = self._offloaded  # a log without per-layer lines: all on the one device

@@ -4,7 +4,8 @@ Nothing here waits on the network in the UI thread. Searches and file listings r
 workers whose answers carry a sequence number: a running HTTP request cannot be cancelled, so
 an answer to a superseded request is dropped when it arrives. Downloads run in `DownloadQueue`'s
 thread, whose callbacks only post messages. Remote text (repository and file names, the Hub's
-errors) is shown with markup off, so brackets in it are shown, not parsed.
+errors) is shown literally (``tui_llm.widgets.literal``): brackets are shown, not parsed, and
+control characters are made visible.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from tui_llm.catalog.hub_queue import (
 from tui_llm.catalog.metadata import human_bytes, human_count
 from tui_llm.widgets.hub_downloads import DownloadRow, HubDownloadEvent
 from tui_llm.widgets.hub_messages import HubFilesAnswer, HubModelDownloaded, HubSearchAnswer
+from tui_llm.widgets.inputs import InertInput
+from tui_llm.widgets.literal import literal, literal_text, notify_literal
 
 __all__ = ["OFFLINE_TEXT", "FreeMemory", "HubPanel", "host_free_memory"]
 
@@ -116,7 +119,7 @@ class HubPanel(Vertical):
         self._focus_results_on_answer = False
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="search GGUF models on Hugging Face…", id="hub-query")
+        yield InertInput(placeholder="search GGUF models on Hugging Face…", id="hub-query")
         yield Static("Type to search the Hub.", markup=False, id="hub-status")
         results: DataTable[str | Text] = DataTable(
             cursor_type="row", zebra_stripes=True, id="hub-results"
@@ -162,8 +165,9 @@ class HubPanel(Vertical):
         return str(self.query_one("#hub-status", Static).content)
 
     def _set_status(self, text: str, kind: str = "") -> None:
+        """Show ``text`` (it quotes queries, repository names and the Hub's errors) literally."""
         status = self.query_one("#hub-status", Static)
-        status.update(text)
+        status.update(literal(text))
         status.set_class(kind == "error", "-error")
         status.set_class(kind == "offline", "-offline")
 
@@ -239,7 +243,7 @@ class HubPanel(Vertical):
         table = self._results
         table.clear()
         for model in models:
-            name = Text(model.repo_id)
+            name = literal_text(model.repo_id, max_chars=200, one_line=True)
             if model.gated:
                 name.append(" (gated)", style="dim")
             table.add_row(
@@ -248,7 +252,7 @@ class HubPanel(Vertical):
                 human_count(model.likes),
                 model.last_modified.strftime("%Y-%m-%d") if model.last_modified else "",
                 human_count(model.parameter_count) if model.parameter_count else "",
-                Text(model.architecture or ""),
+                literal_text(model.architecture or "", max_chars=40, one_line=True),
                 key=model.repo_id,
             )
         self._retry = None
@@ -317,14 +321,14 @@ class HubPanel(Vertical):
             option = item.option
             table.add_row(
                 BEST_MARKER if item.best else "",
-                Text(option.quantization),
+                literal_text(option.quantization, max_chars=40, one_line=True),
                 str(len(option.filenames)),
                 option.size_text,
-                Text(item.badge),
+                literal_text(item.badge, one_line=True),
                 key=str(index),
             )
         title = self.query_one("#hub-files-title", Static)
-        title.update(f"{answer.repo_id} · {len(rated)} models · Enter downloads")
+        title.update(literal(f"{answer.repo_id} · {len(rated)} models · Enter downloads"))
         for widget in (title, table):
             widget.remove_class("-hidden")
         self._retry = None
@@ -391,7 +395,7 @@ class HubPanel(Vertical):
             size = event.request.size_bytes
             row.show("done", f"done · {human_bytes(size)}" if size else "done")
             self.post_message(HubModelDownloaded(path, event.result))
-            self.notify(f"downloaded {name} — Enter in the local list loads it", markup=False)
+            notify_literal(self, f"downloaded {name} — Enter in the local list loads it")
         elif isinstance(event, DownloadFailed):
             row.show("failed", f"failed: {event.error.kind}")
             self._show_error(event.error, partial(self._download_again, event.request))

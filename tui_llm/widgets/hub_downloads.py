@@ -13,6 +13,7 @@ from textual.widgets import ListItem, ProgressBar, Static
 from tui_llm.catalog.hub_download import DownloadRequest
 from tui_llm.catalog.hub_queue import DownloadEvent, DownloadProgress
 from tui_llm.catalog.metadata import human_bytes
+from tui_llm.widgets.literal import literal
 
 __all__ = ["DownloadRow", "HubDownloadEvent"]
 
@@ -62,7 +63,7 @@ class DownloadRow(ListItem):
         self.job_id = job_id
         self.request = request
         self.state = "queued"
-        self.label = Static(request.label, markup=False, classes="label")
+        self.label = Static(literal(request.label, one_line=True), classes="label")
         self.bar = ProgressBar(total=request.size_bytes, show_eta=False)
         self.detail = Static("queued", markup=False, classes="detail")
 
@@ -81,7 +82,7 @@ class DownloadRow(ListItem):
         self.state = state
         self.set_class(state == "failed", "-failed")
         self.set_class(state == "done", "-done")
-        self.detail.update(detail)
+        self.detail.update(literal(detail, one_line=True))
 
     def show_progress(self, progress: DownloadProgress) -> None:
         total = progress.total_bytes

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from textual import events
 from textual.binding import Binding
-from textual.widgets import TextArea
 
 from tui_llm.messages import PromptSubmitted
+from tui_llm.widgets.inputs import InertTextArea
 
 
-class PromptInput(TextArea):
-    """A multi-line input that submits on Enter."""
+class PromptInput(InertTextArea):
+    """A multi-line input that submits on Enter; a pasted control character shows (and is sent)
+    as its visible symbol."""
 
     BINDINGS = [
         Binding("enter", "submit", "Send", priority=True),

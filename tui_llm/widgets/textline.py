@@ -12,6 +12,8 @@ from rich.text import Text
 from textual.content import Content
 from textual.widgets import Static
 
+from tui_llm.widgets.literal import literal
+
 Shown = str | Text | Content
 
 
@@ -36,11 +38,18 @@ def rows_if_unwrapped(text: Shown, width: int) -> int | None:
     return len(lines)
 
 
+def _visual(text: Shown) -> Text | Content:
+    """A ``str`` is outside text as far as this widget knows: shown literally (``literal``)."""
+    return literal(text) if isinstance(text, str) else text
+
+
 class TextLine(Static):
     """One or a few lines of plain text that a widget rewrites from its state.
 
-    An empty text hides the line (it takes no row) when ``hide_empty`` is set. Subclasses whose
-    CSS fixes their height set ``FIXED_HEIGHT`` and never ask for a layout.
+    A ``str`` is shown as it is: never markup, its control characters made visible, cut when very
+    long (``literal``); ``Text`` and ``Content`` are shown as built. An empty text hides the line
+    (it takes no row) when ``hide_empty`` is set. Subclasses whose CSS fixes their height set
+    ``FIXED_HEIGHT`` and never ask for a layout.
     """
 
     FIXED_HEIGHT = False
@@ -53,27 +62,29 @@ class TextLine(Static):
         id: str | None = None,
         hide_empty: bool = True,
     ) -> None:
-        super().__init__(text, markup=False, classes=classes, id=id)
+        visual = _visual(text)
+        super().__init__(visual, markup=False, classes=classes, id=id)
         self._shown: Shown = text
+        self._shown_visual = visual
         self._hide_empty = hide_empty
-        if hide_empty and not _plain(text).strip():
+        if hide_empty and not visual.plain.strip():
             self.display = False
 
     @property
     def shown(self) -> Shown:
-        """The text on screen now."""
+        """The text given to ``show`` last (a ``str`` as given, before it was made inert)."""
         return self._shown
 
     def show(self, text: Shown) -> None:
         """Show ``text``; nothing happens when it is what is shown already."""
-        old = self._shown
-        if _same(text, old):
+        if _same(text, self._shown):
             return
-        self._shown = text
+        old, visual = self._shown_visual, _visual(text)
+        self._shown, self._shown_visual = text, visual
         width = self.content_size.width
-        before, after = rows_if_unwrapped(old, width), rows_if_unwrapped(text, width)
-        self.update(text, layout=not self.FIXED_HEIGHT and (before is None or before != after))
+        before, after = rows_if_unwrapped(old, width), rows_if_unwrapped(visual, width)
+        self.update(visual, layout=not self.FIXED_HEIGHT and (before is None or before != after))
         if self._hide_empty:
-            visible = bool(_plain(text).strip())
+            visible = bool(visual.plain.strip())
             if self.display != visible:
                 self.display = visible

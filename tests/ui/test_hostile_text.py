@@ -380,11 +380,7 @@ async def test_a_loaded_model_named_with_escapes_shows_its_name_inert(
 
 async def test_a_chat_template_error_with_escapes_is_shown_inert(tmp_path: Path) -> None:
     """A template that raises with escapes in its message: the reply's "interrupted:" line
-    shows the message as text.
-
-    Slow (about 30 s): after the engine's error, ``EngineClient.generate`` still waits 30 s for a
-    ``DoneEvent`` that never comes before it raises.
-    """
+    shows the message as text (wrapped over two lines in this width)."""
     model = write_llama_gguf(
         tmp_path / "raising.gguf",
         n_layer=2,
@@ -400,7 +396,7 @@ async def test_a_chat_template_error_with_escapes_is_shown_inert(tmp_path: Path)
 
         await send(pilot, app, "hello")
         await pilot.pause()
-        assert_on_screen(app, ["interrupted:", "boom ␛]0;pwned␇ [/INST] ␛[2J"])
+        assert_on_screen(app, ["interrupted:", "boom ␛]0;pwned␇", "[/INST] ␛[2J"])
 
 
 def test_every_notification_and_static_text_with_outside_text_goes_through_literal() -> None:

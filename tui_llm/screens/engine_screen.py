@@ -149,12 +149,18 @@ class EngineScreen(Screen[None]):
         self.run_load(settings, new_model=new_model)
 
     @work(group="load", exclusive=True)
-    async def run_load(self, settings: LoadSettings, new_model: bool = False) -> None:
-        """Reload in the background: stop a running reply first, keep the chat on screen."""
+    async def run_load(
+        self, settings: LoadSettings, new_model: bool = False, restoring: bool = False
+    ) -> None:
+        """Reload in the background: stop a running reply first, keep the chat on screen.
+
+        A load that fails brings back the model that was loaded before, once: ``restoring``
+        marks that attempt, whose failure leaves nothing loaded rather than trying again.
+        """
         await self.stop_reply()
         panel = self.query_one(OffloadPanel)
         self.model_loading = True
-        previous = self.loaded.settings if self.loaded is not None else None
+        previous = self.loaded.settings if self.loaded is not None and not restoring else None
         name = file_name(settings.model_path)
         panel.status = f"Loading {name}…"
         panel.show_progress(0.0)
@@ -178,7 +184,7 @@ class EngineScreen(Screen[None]):
             notify_literal(self, str(exc), title="Load failed", severity="error", timeout=10)
             if previous is not None and exc.kind != "cancelled":
                 panel.status = f"Reloading {file_name(previous.model_path)}…"
-                self.run_load(previous)
+                self.run_load(previous, restoring=True)
             else:
                 self.loaded = None
                 self.update_status()

@@ -22,6 +22,7 @@ from tui_llm.messages import (
     FitLabelsChanged,
     GpuSampled,
     LoadModelRequested,
+    ModelsOpened,
     ModelsScanned,
     PromptSubmitted,
 )
@@ -424,12 +425,14 @@ class MainScreen(EngineScreen):
     @on(HubModelDownloaded)
     def on_hub_downloaded(self, event: HubModelDownloaded) -> None:
         """A finished download joins the local list at once, ready to load."""
-        from tui_llm.catalog.discovery import LocalModel
+        from tui_llm.catalog.discovery import LocalModel, file_id
 
         info = event.result.info
         name = f"{event.result.request.repo_id}/{event.path.name}"
+        # One stat of the file just written: it names the file, so a later load is not listed
+        # again by another path (the blob behind the snapshot link).
         self.query_one(ModelBrowser).add_models(
-            [LocalModel(event.path, "huggingface", name, info, None)]
+            [LocalModel(event.path, "huggingface", name, info, None)], [file_id(event.path)]
         )
         self.tui.found_models.append(event.path)
 
@@ -451,8 +454,12 @@ class MainScreen(EngineScreen):
     @on(ModelsScanned)
     def on_models_scanned(self, event: ModelsScanned) -> None:
         browser = self.query_one(ModelBrowser)
-        browser.add_models(event.models)
+        browser.add_models(event.models, event.file_ids)
         browser.set_scanning(not event.done)
+
+    @on(ModelsOpened)
+    def on_models_opened(self, event: ModelsOpened) -> None:
+        self.query_one(ModelBrowser).add_models(event.models, event.file_ids, opened=True)
 
     @on(GpuSampled)
     def on_gpu_sampled(self, event: GpuSampled) -> None:

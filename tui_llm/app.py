@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from textual.screen import Screen
 from textual.theme import Theme
 
 from tui_llm import config as config_mod
+from tui_llm.catalog.discovery import FileId, file_id, read_local_model
 from tui_llm.commands import ModelCommands, system_commands
 from tui_llm.engine.client import EngineClient, EngineError
 from tui_llm.engine.logparse import totals_by_device
@@ -25,10 +28,17 @@ from tui_llm.engine.protocol import (
     ReadyEvent,
     SamplingParams,
 )
-from tui_llm.messages import FitLabelsChanged, GpuSampled, LoadModelRequested, ModelsScanned
+from tui_llm.messages import (
+    FitLabelsChanged,
+    GpuSampled,
+    LoadModelRequested,
+    ModelsOpened,
+    ModelsScanned,
+)
 from tui_llm.screens.help import HelpScreen
 from tui_llm.screens.main import MainScreen
 from tui_llm.theme_files import DEFAULT_THEME, load_themes
+from tui_llm.widgets.browser import ModelBrowser
 from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.offload import LevelEstimate, OffloadPanel
 
@@ -106,6 +116,8 @@ class TuiLlmApp(App[None]):
             self.monitor.start()
         if self.scanner is not None:
             self.run_worker(self._scan_models, thread=True, group="scan", exclusive=True)
+        else:
+            self.list_opened_models(self._opened_paths())
 
     async def on_unmount(self) -> None:
         if self.monitor is not None:
@@ -150,22 +162,74 @@ class TuiLlmApp(App[None]):
             self.monitor.set_engine_pid(pid)
 
     def _scan_models(self) -> None:
-        """Thread worker: stream found models to the browser in small batches."""
+        """Thread worker: stream found models to the browser in small batches; then the models
+        opened from elsewhere (the command line's, the recent ones) that the scan did not find."""
         assert self.scanner is not None
         batch: list[Any] = []
+        batch_ids: list[FileId] = []
+        found: set[FileId] = set()
         screen = self.main_screen
         self._fit_free = self.free_gpu_bytes()
         for model in self.scanner():
+            model_file = file_id(model.path)
+            found.add(model_file)
             batch.append(model)
+            batch_ids.append(model_file)
             if model.info is not None:
                 self.found_models.append(Path(model.path))
                 self._fit_models.append(model)
                 # The estimate takes ~0.1-0.4 s per model: compute it here, off the UI thread.
                 self.fit_labels[str(model.path)] = self.compute_fit_label(model)
             if len(batch) >= 8:
-                screen.post_message(ModelsScanned(batch, done=False))
-                batch = []
-        screen.post_message(ModelsScanned(batch, done=True))
+                screen.post_message(ModelsScanned(batch, False, batch_ids))
+                batch, batch_ids = [], []
+        screen.post_message(ModelsScanned(batch, True, batch_ids))
+        self._read_opened_models(screen, self._opened_paths(), frozenset(found))
+
+    def _opened_paths(self) -> list[Path]:
+        """The command line's model and the recent ones: the browser lists them wherever they
+        lie (files that are gone are left out when they are read)."""
+        recent = [Path(p) for p in self.settings.recent_models]
+        return [self.initial_model, *recent] if self.initial_model is not None else recent
+
+    def list_opened_models(self, paths: Sequence[Path]) -> None:
+        """List models opened from outside the scanned folders in the browser: read in a
+        thread, like the scan's; a file listed already (by any path) is not read again."""
+        if not paths:
+            return
+        try:
+            screen = self.main_screen
+        except LookupError:
+            return  # quitting: the main screen is gone
+        browsers = screen.query(ModelBrowser)  # none yet while the app mounts
+        known = browsers.first().file_ids if browsers else frozenset[FileId]()
+        self.run_worker(
+            partial(self._read_opened_models, screen, list(paths), known),
+            thread=True,
+            group="opened-models",
+        )
+
+    def _read_opened_models(
+        self, screen: MainScreen, paths: Sequence[Path], known: frozenset[FileId]
+    ) -> None:
+        """Thread worker: read the models ``paths`` name, the files not in ``known`` once each,
+        and post them (with their fit labels worked out here, as the scan does)."""
+        models: list[Any] = []
+        model_files: list[FileId] = []
+        for path in paths:
+            if not os.path.isfile(path):
+                continue
+            model_file = file_id(path)
+            if model_file in known or model_file in model_files:
+                continue
+            model = read_local_model(path)
+            if model.info is not None:
+                self._fit_models.append(model)
+                self.fit_labels[str(model.path)] = self.compute_fit_label(model)
+            models.append(model)
+            model_files.append(model_file)
+        if models:
+            screen.post_message(ModelsOpened(models, model_files))
 
     def _engine_crashed(self, error: EngineError) -> None:
         with contextlib.suppress(LookupError):
@@ -349,8 +413,10 @@ class TuiLlmApp(App[None]):
         return ""
 
     def remember_loaded(self, loaded: LoadedEvent) -> None:
+        """A model loaded: first in the recent list, and listed in the browser wherever it lies."""
         config_mod.remember_load(self.settings, loaded.settings)
         self.save()
+        self.list_opened_models([Path(loaded.settings.model_path)])
 
     def _write_settings(self) -> None:
         """Thread worker: the atomic write fsyncs, which must not stall the event loop."""

@@ -72,6 +72,11 @@ def system_commands(app: TuiLlmApp, main: MainScreen) -> Iterator[SystemCommand]
         "Recent models", "Load one of the last models (F2)", app.action_recent_models
     )
     yield SystemCommand(
+        "Hugging Face",
+        "Search the Hub and download a model that fits (F4)",
+        main.show_hub,
+    )
+    yield SystemCommand(
         "Next model",
         "Load the next model in the list (F8)",
         partial(main.action_cycle_model, 1),

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from tui_llm.catalog.discovery import FileId
 
 
 @dataclass
@@ -48,7 +52,18 @@ class FitLabelsChanged(Message):
 
 @dataclass
 class ModelsScanned(Message):
-    """A batch of local models found by the background scan."""
+    """A batch of local models found by the background scan; ``file_ids[i]`` is the file of
+    ``models[i]`` (`catalog.discovery.file_id`), so a file reached twice is listed once."""
 
     models: list[object]
     done: bool
+    file_ids: list[FileId]
+
+
+@dataclass
+class ModelsOpened(Message):
+    """Models opened from outside the scanned folders (the command line, the recent list, a
+    later load), read in a thread like the scan's; ``file_ids`` as in `ModelsScanned`."""
+
+    models: list[object]
+    file_ids: list[FileId]

@@ -16,7 +16,9 @@ from tui_llm import paths
 from tui_llm.catalog.discovery import (
     LocalModel,
     SearchRoot,
+    file_id,
     iter_local_models,
+    read_local_model,
     search_roots,
 )
 from tui_llm.catalog.generate import write_llama_gguf
@@ -319,3 +321,30 @@ def test_a_projector_is_marked_as_not_a_language_model(tmp_path: Path) -> None:
 
     assert model.info is not None
     assert model.error == "a multimodal projector (mmproj), not a language model"
+
+
+def test_file_id_is_the_same_for_every_path_to_one_file(tmp_path: Path, gguf_file: Path) -> None:
+    """A Hugging Face snapshot link and its blob, or a symlinked folder, name one file; a copy
+    is another file; a missing file is named by its normalized absolute path."""
+    blob = place(gguf_file, tmp_path / "blobs" / "abc")
+    snapshot = tmp_path / "snapshots" / "rev" / "tiny.gguf"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    folder_link = tmp_path / "models"
+    folder_link.symlink_to(tmp_path / "blobs", target_is_directory=True)
+    copy = place(gguf_file, tmp_path / "copy.gguf")
+    assert file_id(snapshot) == file_id(blob) == file_id(folder_link / "abc")
+    assert file_id(copy) != file_id(blob)
+    assert file_id(tmp_path / "x" / ".." / "gone.gguf") == str(tmp_path / "gone.gguf")
+
+
+def test_read_local_model_reads_like_the_scan(tmp_path: Path, gguf_file: Path) -> None:
+    """A model opened by path keeps that path and is named by its file name; a broken file
+    carries its error."""
+    model = read_local_model(gguf_file)
+    scanned = next(iter_local_models([gguf_file.parent], home=tmp_path, env={}))
+    assert (model.path, model.display_name, model.info) == (gguf_file, "tiny.gguf", scanned.info)
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(gguf_file.read_bytes()[:100])
+    failed = read_local_model(broken)
+    assert failed.info is None and failed.error

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from tui_llm import paths
 from tui_llm.catalog.gguf_reader import GGUFError
@@ -264,6 +264,30 @@ def _model(file: Path, source: ModelSource, name: str, read_info: bool) -> Local
     if info.architecture == "clip":
         error = "a multimodal projector (mmproj), not a language model"
     return LocalModel(file, source, name, info, error)
+
+
+def read_local_model(file: Path) -> LocalModel:
+    """One model file met outside the scanned folders (opened by path, a recent model), read as
+    the scan reads it and named by its file name; a file that cannot be read carries its error."""
+    return _model(file, "folder", file.name, read_info=True)
+
+
+FileId: TypeAlias = "tuple[int, int] | str"
+"""Which file a path names: see `file_id`."""
+
+
+def file_id(path: str | os.PathLike[str]) -> FileId:
+    """The file a path names, as `os.path.samefile` compares them: (device, inode).
+
+    Two paths to one file (a symlink, a symlinked folder, a Hugging Face snapshot link and its
+    blob) give the same id; a path that cannot be stat'ed gives its normalized absolute path.
+    It stats the file: call it off the event loop.
+    """
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return os.path.normpath(os.path.abspath(path))
+    return (stat.st_dev, stat.st_ino)
 
 
 def _walk_gguf(root: Path, skip: set[str]) -> Iterator[Path]:

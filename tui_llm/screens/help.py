@@ -34,6 +34,7 @@ Every key below passes through tmux and SSH. Everything is also in the command p
 |---|---|
 | Ctrl+B | model browser (type to filter, Enter loads) |
 | Ctrl+L | model picker (fuzzy search) |
+| F4 | Hugging Face: search the Hub, Enter lists a repository, Enter downloads (F4 again: back) |
 | F7 / F8 | previous / next model |
 | F2, then 1-9 | recent models (1-9 also work directly when the chat has focus) |
 

@@ -24,6 +24,7 @@ from tui_llm.messages import (
     FitLabelsChanged,
     GpuSampled,
     LoadModelRequested,
+    ModelsOpened,
     ModelsScanned,
     PromptSubmitted,
 )
@@ -61,6 +62,7 @@ class MainScreen(EngineScreen):
         Binding("ctrl+n", "new_chat", "New chat", show=False, priority=True),
         Binding("ctrl+t", "sampling", "Sampling", priority=True),
         Binding("ctrl+b", "toggle_browser", "Models", priority=True),
+        Binding("f4", "toggle_hub", "Hub", priority=True),
         Binding("ctrl+o", "focus_offload", "Offload", priority=True),
         Binding("ctrl+l", "pick_model", "Pick model", show=False, priority=True),
         Binding("f2", "recent", "Recent", show=False, priority=True),
@@ -392,21 +394,40 @@ class MainScreen(EngineScreen):
     # ---- panels and models ----------------------------------------------------------------------
 
     def action_toggle_browser(self) -> None:
-        browser = self.query_one(ModelBrowser)
+        """Ctrl+B: the local model browser, its filter focused; again, back to the chat."""
+        self._toggle_source("tab-local")
+
+    def action_toggle_hub(self) -> None:
+        """F4: the Hugging Face tab, its search box focused; again, back to the chat."""
+        self._toggle_source("tab-hub")
+
+    def show_hub(self) -> None:
+        """Open the Hugging Face tab with its search box focused (the palette's command)."""
+        self._show_source("tab-hub")
+
+    def _toggle_source(self, tab: str) -> None:
+        """Show the sidebar on ``tab`` ("tab-local" or "tab-hub"), or back to the chat when it
+        is shown there already (narrow: over the chat; wide: with the focus in it)."""
+        pane = self.query_one(f"#{tab}", TabPane)
         if self.has_class("-narrow"):
-            self.toggle_class("-show-browser")
-            if self.has_class("-show-browser"):
-                browser.focus_filter()
-            else:
-                self.query_one(PromptInput).focus()
-            return
-        if self.has_class("-hide-browser"):
-            self.remove_class("-hide-browser")
-        self.query_one(TabbedContent).active = "tab-local"
-        if browser.has_focus_within:
+            shown = self.has_class("-show-browser")
+        else:
+            shown = not self.has_class("-hide-browser") and pane.has_focus_within
+        if shown and self.query_one(TabbedContent).active == tab:
+            self.remove_class("-show-browser")
             self.query_one(PromptInput).focus()
         else:
-            browser.focus_filter()
+            self._show_source(tab)
+
+    def _show_source(self, tab: str) -> None:
+        if self.has_class("-narrow"):
+            self.add_class("-show-browser")
+        self.remove_class("-hide-browser")
+        self.query_one(TabbedContent).active = tab
+        if tab == "tab-hub":
+            self.query_one(HubPanel).focus_search()
+        else:
+            self.query_one(ModelBrowser).focus_filter()
 
     def action_focus_offload(self) -> None:
         panel = self.query_one(OffloadPanel)
@@ -425,12 +446,14 @@ class MainScreen(EngineScreen):
     @on(HubModelDownloaded)
     def on_hub_downloaded(self, event: HubModelDownloaded) -> None:
         """A finished download joins the local list at once, ready to load."""
-        from tui_llm.catalog.discovery import LocalModel
+        from tui_llm.catalog.discovery import LocalModel, file_id
 
         info = event.result.info
         name = f"{event.result.request.repo_id}/{event.path.name}"
+        # One stat of the file just written: it names the file, so a later load is not listed
+        # again by another path (the blob behind the snapshot link).
         self.query_one(ModelBrowser).add_models(
-            [LocalModel(event.path, "huggingface", name, info, None)]
+            [LocalModel(event.path, "huggingface", name, info, None)], [file_id(event.path)]
         )
         self.tui.found_models.append(event.path)
 
@@ -452,8 +475,12 @@ class MainScreen(EngineScreen):
     @on(ModelsScanned)
     def on_models_scanned(self, event: ModelsScanned) -> None:
         browser = self.query_one(ModelBrowser)
-        browser.add_models(event.models)
+        browser.add_models(event.models, event.file_ids)
         browser.set_scanning(not event.done)
+
+    @on(ModelsOpened)
+    def on_models_opened(self, event: ModelsOpened) -> None:
+        self.query_one(ModelBrowser).add_models(event.models, event.file_ids, opened=True)
 
     @on(GpuSampled)
     def on_gpu_sampled(self, event: GpuSampled) -> None:

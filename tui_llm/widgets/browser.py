@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events
@@ -21,6 +21,9 @@ from tui_llm.widgets.inputs import InertInput
 from tui_llm.widgets.literal import literal_text, notify_literal, shorten_middle
 from tui_llm.widgets.table import QuietTable
 from tui_llm.widgets.textline import TextLine
+
+if TYPE_CHECKING:
+    from tui_llm.catalog.discovery import FileId
 
 # What decides a choice first (size, quantization, will it fit), details after.
 COLUMNS = ("Name", "Size", "Quant", "Fit", "Params", "Layers", "Ctx", "Arch")
@@ -85,6 +88,8 @@ class ModelBrowser(Vertical):
         self.border_title = "Models · Ctrl+B"
         self._models: dict[str, Any] = {}
         self._order: list[str] = []
+        self._key_by_file: dict[FileId, str] = {}
+        self._opened: set[str] = set()  # keys of models listed as opened, not found
         self._filter = ""
         self.fit_for: Callable[[Any], str] | None = None
         self._scanning = False
@@ -108,13 +113,46 @@ class ModelBrowser(Vertical):
         self._scanning = scanning
         self._update_status()
 
-    def add_models(self, models: list[Any]) -> None:
-        """Add (or refresh) found models; the table shows those matching the filter."""
-        for model in models:
+    @property
+    def file_ids(self) -> frozenset[FileId]:
+        """The files listed (`catalog.discovery.file_id`)."""
+        return frozenset(self._key_by_file)
+
+    def add_models(
+        self,
+        models: Sequence[Any],
+        file_ids: Sequence[FileId] | None = None,
+        *,
+        opened: bool = False,
+    ) -> None:
+        """Add (or refresh) models; the table shows those matching the filter.
+
+        ``file_ids[i]`` is the file of ``models[i]``: a file listed already, under this path or
+        another, is listed once. Found models (the scan, a download) come with ``opened`` False.
+        Opened ones (the command line's, a recent one, a later load) are named by their file name
+        only, so a found entry of the same file takes the place of an opened one, never the
+        other way round.
+        """
+        ids: Sequence[FileId | None] = [None] * len(models) if file_ids is None else file_ids
+        for model, file_id in zip(models, ids, strict=True):
             key = str(model.path)
-            if key not in self._models:
+            listed = self._key_by_file.get(file_id) if file_id is not None else None
+            if listed is None and key in self._models:
+                listed = key
+            if listed is None:
                 self._order.append(key)
+                if opened:
+                    self._opened.add(key)
+            elif opened or (listed != key and listed not in self._opened):
+                continue  # listed already (a found file met again by another path: a hard link)
+            else:
+                if listed != key:  # the found entry takes the opened one's place
+                    self._order[self._order.index(listed)] = key
+                    del self._models[listed]
+                self._opened.discard(listed)
             self._models[key] = model
+            if file_id is not None:
+                self._key_by_file[file_id] = key
         self._rebuild()
 
     def refresh_fit(self) -> None:

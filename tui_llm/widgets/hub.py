@@ -442,6 +442,13 @@ class HubPanel(Vertical):
         elif not self.offline:
             self.query_one("#hub-query", Input).focus()
 
+    def focus_search(self) -> None:
+        """Focus the search box; offline, where it is disabled, the results table."""
+        if self.offline:
+            self._results.focus()
+        else:
+            self.query_one("#hub-query", Input).focus()
+
     def action_focus_results(self) -> None:
         """Down in the search box moves into the results."""
         if self.query_one("#hub-query", Input).has_focus:

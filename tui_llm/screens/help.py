@@ -22,7 +22,7 @@ Every key below passes through tmux and SSH. Everything is also in the command p
 | Esc | stop the reply that is streaming |
 | Ctrl+R | regenerate the last reply |
 | Ctrl+E | edit and resend your last message |
-| Ctrl+Y | copy the last reply, its answer without the thinking (OSC 52: works over SSH and tmux) |
+| Ctrl+Y | copy the last reply's answer (OSC 52: works over SSH and in tmux) |
 | Ctrl+K | copy the last code block of the last reply |
 | F6 | show or hide a reasoning model's thinking in the last reply |
 | Ctrl+N | new conversation (every conversation is saved as you go) |

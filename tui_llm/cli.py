@@ -217,9 +217,9 @@ def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
         from dataclasses import replace
 
         from tui_llm.fit import auto_offload_for_path
-        from tui_llm.fit.cli import nvml_gpu_memory
+        from tui_llm.gpu.free import read_gpu_memory
 
-        gpu = nvml_gpu_memory()
+        gpu = read_gpu_memory()
         choice = auto_offload_for_path(model, settings, gpu.free if gpu else None)
         layers, reason = choice if choice is not None else (0, "no estimate: CPU only")
         say(f"tui-llm: --offload auto: {layers} layers ({reason})")
@@ -241,9 +241,9 @@ async def _run_chat(args: argparse.Namespace) -> int:
     settings = load_settings_from_args(args, model)
     assert isinstance(settings, LoadSettings)
     from tui_llm.fit import too_big_reason
-    from tui_llm.fit.cli import nvml_gpu_memory
+    from tui_llm.gpu.free import read_gpu_memory
 
-    gpu = nvml_gpu_memory()
+    gpu = read_gpu_memory()
     too_big = too_big_reason(model, settings, gpu.free if gpu else None)
     if too_big is not None:
         raise UsageError(f"{model.name} cannot load here: {too_big}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from textual.app import SystemCommand
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
@@ -19,11 +19,8 @@ if TYPE_CHECKING:
 
 
 def _tui(provider: Provider) -> TuiLlmApp:
-    from tui_llm.app import TuiLlmApp
-
-    app = provider.app
-    assert isinstance(app, TuiLlmApp)
-    return app
+    """The app, typed: this module never imports the app module (it imports this one)."""
+    return cast("TuiLlmApp", provider.app)
 
 
 def model_prompt(path: Path, matcher: Matcher | None = None) -> Content:

@@ -10,6 +10,7 @@ from typing import Any
 from tui_llm import config as config_mod
 from tui_llm.app import make_app
 from tui_llm.engine.client import EngineClient
+from tui_llm.engine.protocol import LoadSettings
 
 
 def run_app(model: Path | None, args: argparse.Namespace) -> int:
@@ -74,4 +75,9 @@ def load_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["chat_format"] = args.chat_format
     if getattr(args, "threads", None):
         overrides["n_threads"] = args.threads
+    if getattr(args, "batch", None):
+        overrides["n_batch"] = args.batch
+        overrides["n_ubatch"] = min(args.batch, LoadSettings.n_ubatch)
+    if getattr(args, "no_mmap", False):
+        overrides["use_mmap"] = False
     return overrides

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,24 +46,32 @@ class GpuSampled(Message):
         return isinstance(message, GpuSampled)
 
 
+@dataclass
 class FitLabelsChanged(Message):
-    """The browser's fit column was worked out again (the free GPU memory moved)."""
+    """The browser's fit column was worked out again (the free GPU memory moved): the label of
+    each model by its path."""
+
+    labels: dict[str, str]
 
 
 @dataclass
 class ModelsScanned(Message):
     """A batch of local models found by the background scan; ``file_ids[i]`` is the file of
-    ``models[i]`` (`catalog.discovery.file_id`), so a file reached twice is listed once."""
+    ``models[i]`` (`catalog.discovery.file_id`), so a file reached twice is listed once;
+    ``fit_labels`` the browser's fit column for them, worked out in the scan's thread."""
 
     models: list[object]
     done: bool
     file_ids: list[FileId]
+    fit_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ModelsOpened(Message):
     """Models opened from outside the scanned folders (the command line, the recent list, a
-    later load), read in a thread like the scan's; ``file_ids`` as in `ModelsScanned`."""
+    later load), read in a thread like the scan's; ``file_ids`` and ``fit_labels`` as in
+    `ModelsScanned`."""
 
     models: list[object]
     file_ids: list[FileId]
+    fit_labels: dict[str, str] = field(default_factory=dict)

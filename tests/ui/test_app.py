@@ -197,7 +197,7 @@ async def test_offload_change_reloads_in_background_and_keeps_the_chat(
 
         rpc = next(d for d in loaded.devices if d.name == "RPC0")
         held = totals_by_device(loaded.buffers, loaded.devices)["RPC0"]
-        assert held > 0 and app.free_gpu_bytes() == rpc.memory_free + held
+        assert held > 0 and app.session.free_gpu_bytes() == rpc.memory_free + held
         assert roles(app) == ["user", "assistant"]
 
         await pilot.press("ctrl+o")
@@ -829,8 +829,8 @@ def test_free_gpu_memory_counts_the_loaded_model_only_while_it_is_in_memory() ->
     gpu = GpuSample(0, "NVIDIA H100 80GB HBM3", 60 * gib, 80 * gib, 0, 40, 100.0, 700.0)
     monitor.latest = MonitorSnapshot(timestamp=1.0, gpus=(gpu,), processes={}, host=None)
     app = build(monitor=monitor)
-    assert app.free_gpu_bytes() == 20 * gib
-    app.engine.loaded = LoadedEvent(
+    assert app.session.free_gpu_bytes() == 20 * gib
+    app.session.loaded = LoadedEvent(
         request_id=1,
         settings=LoadSettings(model_path="/m.gguf"),
         n_layer=32,
@@ -844,6 +844,6 @@ def test_free_gpu_memory_counts_the_loaded_model_only_while_it_is_in_memory() ->
         kv_restored_tokens=0,
         n_ctx_train=4096,
     )
-    assert app.free_gpu_bytes() == 50 * gib
+    assert app.session.free_gpu_bytes() == 50 * gib
     app.engine.load_in_flight = True  # the engine has freed it; NVML will show it free
-    assert app.free_gpu_bytes() == 20 * gib
+    assert app.session.free_gpu_bytes() == 20 * gib

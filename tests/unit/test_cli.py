@@ -126,18 +126,3 @@ def test_truncated_model_exits_2(tiny_model: Path, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "cut.gguf" in result.stderr
-
-
-def test_core_imports_neither_textual_nor_rich_nor_llama() -> None:
-    """The core stays Textual-free, and the UI side never imports llama.cpp."""
-    code = (
-        "import sys\n"
-        "import tui_llm.engine.client, tui_llm.engine.protocol, tui_llm.engine.logparse\n"
-        "import tui_llm.catalog.metadata, tui_llm.catalog.gguf_reader, tui_llm.catalog.demo\n"
-        "import tui_llm.paths, tui_llm.textsafe, tui_llm.cli, tui_llm.markdown_code\n"
-        "bad = [m for m in ('textual', 'rich', 'llama_cpp') if m in sys.modules]\n"
-        "print(','.join(bad))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""

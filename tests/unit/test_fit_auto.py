@@ -18,8 +18,9 @@ from tui_llm.catalog.metadata import read_model_info
 from tui_llm.engine.protocol import LoadSettings
 from tui_llm.fit import auto_offload_for_path, estimate_level, fit_label
 from tui_llm.fit.auto import GIB, MIB, choose_offload, safety_margin
-from tui_llm.fit.cli import add_fit_parser, nvml_gpu_memory, run_fit
+from tui_llm.fit.cli import add_fit_parser, run_fit
 from tui_llm.fit.estimate import CUDA, NO_GPU, Estimate, EstimateSettings, estimate
+from tui_llm.gpu.free import read_gpu_memory
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_fit_without_nvml_says_cpu_only(
     model_8l: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     install_fake_nvml(monkeypatch, free=0, total=0, fail=True)
-    assert nvml_gpu_memory() is None
+    assert read_gpu_memory() is None
     assert run([str(model_8l), "--ctx", "512", "--kv-type", "q8_0", "--flash-attn"]) == 0
     out = capsys.readouterr().out
     assert "no GPU found: CPU only" in out

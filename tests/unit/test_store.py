@@ -89,21 +89,6 @@ def test_construction_does_no_work_and_first_use_creates_the_default_file(
         store.close()
 
 
-def test_core_store_imports_neither_textual_nor_rich() -> None:
-    code = (
-        "import sys, tui_llm.store; "
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]; "
-        "print(bad); raise SystemExit(1 if bad else 0)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-# ---- saving and loading -----------------------------------------------------------------------
-
-
 def test_round_trip_keeps_every_field(store: ConversationStore) -> None:
     conversation_id = store.new_conversation("/models/qwen-7b.Q4_K_M.gguf", "Be brief.")
     user_id = store.add_message(conversation_id, "user", "Hello\nthere")

@@ -87,13 +87,19 @@ def too_big_reason(path: Path, settings: LoadSettings, free_gpu_bytes: int | Non
 
 
 def auto_offload_for_path(
-    path: Path, settings: LoadSettings, free_gpu_bytes: int | None
+    path: Path,
+    settings: LoadSettings,
+    free_gpu_bytes: int | None,
+    margin_bytes: int | None = None,
 ) -> tuple[int, str] | None:
-    """(layers, reason) for ``--offload auto``, or None when the model cannot be estimated."""
+    """(layers, reason) for ``--offload auto``, or None when the model cannot be estimated.
+
+    ``margin_bytes`` is the GPU memory to keep free (``None``: the automatic margin).
+    """
     est = _estimate_for(Path(path), settings, free_gpu_bytes is not None)
     if est is None:
         return None
-    choice = choose_offload(est, free_gpu_bytes)
+    choice = choose_offload(est, free_gpu_bytes, margin_bytes=margin_bytes)
     return choice.offload_layers, choice.reason
 
 

@@ -7,54 +7,18 @@ a GPU the table still shows what each level would need on one, and the recommend
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.cli import positive_int, say
+from tui_llm.gpu.free import GpuMemory, read_gpu_memory
 from tui_llm.textsafe import for_stream
 
 DEMO_ALIASES = ("demo", ":demo")
-
-
-@dataclass(frozen=True)
-class GpuMemory:
-    """One NVIDIA GPU's memory as NVML reports it now."""
-
-    name: str
-    free: int
-    total: int
-
-
-def nvml_gpu_memory() -> GpuMemory | None:
-    """The NVIDIA GPU with the most free memory, or None when NVML is missing or fails."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    try:
-        best: GpuMemory | None = None
-        for index in range(int(pynvml.nvmlDeviceGetCount())):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            if isinstance(name, bytes):
-                name = name.decode(errors="replace")
-            gpu = GpuMemory(str(name), int(memory.free), int(memory.total))
-            if best is None or gpu.free > best.free:
-                best = gpu
-        return best
-    except Exception:
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
 
 
 def _size(value: str) -> int:
@@ -140,7 +104,7 @@ def run_fit(args: argparse.Namespace) -> int:
         est = estimate(info, settings, CUDA)
     except (EstimateError, ValueError) as exc:
         return _fail(str(exc))
-    gpu = nvml_gpu_memory()
+    gpu = read_gpu_memory()
     # without a GPU the table still shows a CUDA card's needs; the advice is for this machine
     advised = est if gpu else estimate(info, settings, NO_GPU)
     choice = auto.choose_offload(

@@ -9,7 +9,7 @@ import asyncio
 import gc
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from textual import work
 from textual.screen import Screen
@@ -63,9 +63,6 @@ class EngineScreen(Screen[None]):
         self.conversation = Conversation()
         self.generating = False
         self.model_loading = False
-        self.loaded: LoadedEvent | None = None
-        self.model_path: Path | None = None
-        self._previous_settings: LoadSettings | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._send_when_loaded = False
         self.recorder = ConversationRecorder(None)
@@ -73,10 +70,18 @@ class EngineScreen(Screen[None]):
 
     @property
     def tui(self) -> TuiLlmApp:
-        from tui_llm.app import TuiLlmApp
+        """The app, typed: screens never import the app module (it imports them)."""
+        return cast("TuiLlmApp", self.app)
 
-        assert isinstance(self.app, TuiLlmApp)
-        return self.app
+    @property
+    def loaded(self) -> LoadedEvent | None:
+        """What the engine has loaded (the session owns it)."""
+        return self.tui.session.loaded
+
+    @property
+    def model_path(self) -> Path | None:
+        """The model loaded last, kept after a crash (the session owns it)."""
+        return self.tui.session.model_path
 
     def focus_prompt(self) -> None:
         """Focus the message box; focusing it again would repaint it for nothing."""
@@ -96,7 +101,7 @@ class EngineScreen(Screen[None]):
             return
         if not self.app.is_running:
             return  # quit while the engine started: the widgets are being taken down
-        warning = self.tui.offload_warning(ready)
+        warning = self.tui.session.offload_warning(ready)
         if warning:
             self.query_one(OffloadPanel).warning = warning
         self.query_one(GpuGauge).set_engine(ready.pid, ready.devices, (), 0)
@@ -118,9 +123,9 @@ class EngineScreen(Screen[None]):
 
     def settings_for(self, path: Path, offload: int | str | None = None) -> LoadSettings:
         """Load settings for a model: its saved profile, else the defaults; Auto resolved."""
-        settings = self.tui.load_settings_for(path)
+        settings = self.tui.session.load_settings_for(path)
         if offload is not None:
-            layers = self.tui.resolve_offload(path, offload, settings)
+            layers = self.tui.session.resolve_offload(path, offload, settings)
             settings = replace(settings, offload_layers=layers)
         return settings
 
@@ -134,7 +139,7 @@ class EngineScreen(Screen[None]):
     async def run_load_path(self, path: Path, offload: int | str | None, new_model: bool) -> None:
         """Resolve the settings (``auto`` runs the estimate) in a thread, then load."""
         settings = await asyncio.to_thread(self.settings_for, path, offload)
-        too_big = await asyncio.to_thread(self.tui.too_big_reason, path, settings)
+        too_big = await asyncio.to_thread(self.tui.session.too_big_reason, path, settings)
         if not self.app.is_running:
             return
         if too_big is not None:
@@ -174,7 +179,7 @@ class EngineScreen(Screen[None]):
                 panel.status = f"Loading {name}: weights in, setting up the context…"
 
         try:
-            loaded, note = await self.tui.load_with_recovery(settings, on_progress=on_progress)
+            loaded, note = await self.tui.session.load(settings, on_progress=on_progress)
         except EngineError as exc:
             if not self.app.is_running:
                 return
@@ -186,7 +191,6 @@ class EngineScreen(Screen[None]):
                 panel.status = f"Reloading {file_name(previous.model_path)}…"
                 self.run_load(previous, restoring=True)
             else:
-                self.loaded = None
                 self.update_status()
             return
         finally:
@@ -208,8 +212,6 @@ class EngineScreen(Screen[None]):
         panel = self.query_one(OffloadPanel)
         if any(d.kind != "cpu" for d in loaded.devices) and panel.warning.startswith("No GPU"):
             panel.warning = ""
-        self.loaded = loaded
-        self.model_path = Path(loaded.settings.model_path)
         self.tui.remember_loaded(loaded)
         panel.set_loaded(
             loaded.offloaded_layers,
@@ -254,7 +256,7 @@ class EngineScreen(Screen[None]):
         if self.tui.engine.running and self.loaded is not None:
             notify_literal(self, "The engine is running.")
             return
-        settings = self.tui.last_settings
+        settings = self.tui.session.last_settings
         if settings is None:
             return
         layers = settings.offload_layers
@@ -274,7 +276,7 @@ class EngineScreen(Screen[None]):
         self.run_load(replace(settings, offload_layers=fewer), new_model=False)
 
     def on_engine_crashed(self, error: EngineError) -> None:
-        self.loaded = None
+        self.tui.session.crashed()
         self.show_banner(
             f"{error} — the conversation is kept. Press F5 to restart the engine with fewer GPU "
             "layers."

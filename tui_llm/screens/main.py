@@ -118,7 +118,7 @@ class MainScreen(EngineScreen):
         self.tui.configure_offload_panel(panel)
         browser = self.query_one(ModelBrowser)
         browser.fit_for = self.tui.fit_label
-        self.query_one(HubPanel).free_memory = self.tui.free_memory
+        self.query_one(HubPanel).free_memory = self.tui.session.free_memory
         reason = getattr(self.tui.monitor, "reason", None)
         if reason:
             self.query_one(GpuGauge).set_unavailable(reason)
@@ -474,12 +474,14 @@ class MainScreen(EngineScreen):
 
     @on(ModelsScanned)
     def on_models_scanned(self, event: ModelsScanned) -> None:
+        self.tui.models_listed(event.models, event.fit_labels)
         browser = self.query_one(ModelBrowser)
         browser.add_models(event.models, event.file_ids)
         browser.set_scanning(not event.done)
 
     @on(ModelsOpened)
     def on_models_opened(self, event: ModelsOpened) -> None:
+        self.tui.models_listed(event.models, event.fit_labels, scanned=False)
         self.query_one(ModelBrowser).add_models(event.models, event.file_ids, opened=True)
 
     @on(GpuSampled)
@@ -488,8 +490,9 @@ class MainScreen(EngineScreen):
         self.tui.refresh_fit_labels()
 
     @on(FitLabelsChanged)
-    def on_fit_labels_changed(self) -> None:
-        self.query_one(ModelBrowser).refresh_fit()
+    def on_fit_labels_changed(self, event: FitLabelsChanged) -> None:
+        if self.tui.fit_labels_changed(event.labels):
+            self.query_one(ModelBrowser).refresh_fit()
 
     def action_pick_model(self) -> None:
         self.tui.action_pick_model()

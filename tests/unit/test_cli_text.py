@@ -136,7 +136,7 @@ def test_search_aligns_inert_names_on_a_terminal() -> None:
     from datetime import datetime
 
     from tui_llm.catalog.hub import HubModel
-    from tui_llm.catalog.hub_cli import _table
+    from tui_llm.cli.hub import _table
 
     model = HubModel("org/a\x1b[2J\u202eb", 1, 2, datetime(2025, 1, 1), None, "llama", None, False)
     lines = _table([model], inert=True).splitlines()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tui_llm.catalog.metadata import read_model_info
+from tui_llm.cli.fit import add_fit_parser, run_fit
 from tui_llm.engine.protocol import LoadSettings
 from tui_llm.fit import auto_offload_for_path, estimate_level, fit_label
 from tui_llm.fit.auto import GIB, MIB, choose_offload, safety_margin
-from tui_llm.fit.cli import add_fit_parser, run_fit
 from tui_llm.fit.estimate import CUDA, NO_GPU, Estimate, EstimateSettings, estimate
 from tui_llm.gpu.free import read_gpu_memory
 

@@ -88,3 +88,20 @@ async def test_settings_are_written_from_a_snapshot_taken_on_the_ui_thread(
         await app.workers.wait_for_complete()
     assert written and written[0] is not app.settings
     assert sorted(written[0].profiles) == ["/a.gguf"]
+
+
+def test_pull_plans_for_one_gpu_not_the_sum(monkeypatch: object) -> None:
+    """Case: `pull` summed free memory over GPUs and picked a quant no single GPU holds."""
+    import sys
+
+    from tests.fake_pynvml import FakeGpu, FakePynvml
+    from tui_llm.cli.hub import _free_vram
+
+    fake = FakePynvml(
+        [
+            FakeGpu(memory_total=24 * GIB, memory_used=14 * GIB),
+            FakeGpu(name="NVIDIA RTX A2000", memory_total=12 * GIB, memory_used=6 * GIB),
+        ]
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)  # type: ignore[attr-defined]
+    assert _free_vram() == 10 * GIB

@@ -27,7 +27,8 @@ from tui_llm.catalog.hub import (
 from tui_llm.catalog.hub_cache import CachedGGUF, list_cached_ggufs
 from tui_llm.catalog.hub_download import DownloadProgress, DownloadRequest, download
 from tui_llm.catalog.metadata import human_bytes, human_count
-from tui_llm.cli import positive_int, say
+from tui_llm.cli.args import positive_int, say
+from tui_llm.gpu.free import read_gpu_memory
 from tui_llm.textsafe import for_stream, make_inert
 
 _GIB = 1024**3
@@ -179,21 +180,10 @@ class _ProgressLine:
 
 
 def _free_vram() -> int | None:
-    """Free memory over all NVIDIA GPUs, or None without NVML."""
-    from tui_llm.gpu.nvml import create_monitor
-
-    monitor = create_monitor()
-    try:
-        if not monitor.available:
-            return None
-        free = [
-            gpu.memory_total - gpu.memory_used
-            for gpu in monitor.sample_gpus()
-            if gpu.memory_total is not None and gpu.memory_used is not None
-        ]
-        return sum(free) if free else None
-    finally:
-        monitor.close()
+    """Free memory of the GPU with the most room (the one rule in ``tui_llm.gpu.free``: a plan
+    must fit one GPU, not the sum of several), or None without NVML."""
+    gpu = read_gpu_memory()
+    return gpu.free if gpu is not None else None
 
 
 def _free_ram() -> int:
@@ -266,7 +256,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tui_llm.catalog.hub_cli search|pull ...``, as ``tui-llm search|pull``."""
+    """``python -m tui_llm.cli.hub search|pull ...``, as ``tui-llm search|pull``."""
     parser = argparse.ArgumentParser(prog="tui-llm")
     add_hub_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_llm.catalog.metadata import human_bytes
-from tui_llm.cli import positive_int, say
+from tui_llm.cli.args import positive_int, say
 from tui_llm.gpu.free import GpuMemory, read_gpu_memory
 from tui_llm.textsafe import for_stream
 

@@ -11,16 +11,11 @@ formatting and unknown keys survive; only values that changed are written.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import shutil
-import stat
-import tempfile
-import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -30,6 +25,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from tui_llm import paths
 from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, SamplingParams
+from tui_llm.tomlfile import atomic_write, back_up, merge_values
 
 OffloadSetting = Union[Literal["auto", "all"], int]  # noqa: UP007 - a runtime alias on 3.10
 
@@ -120,9 +116,9 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path | None:
     except FileNotFoundError:
         pass
     except (UnicodeDecodeError, TOMLKitError):
-        backup = _back_up(path)
-    _merge(doc, old, _values(settings))
-    _atomic_write(path, tomlkit.dumps(doc))
+        backup = back_up(path)
+    merge_values(doc, old, _values(settings))
+    atomic_write(path, tomlkit.dumps(doc))
     return backup
 
 
@@ -369,73 +365,12 @@ def _values(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _merge(
-    container: MutableMapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
-) -> None:
-    """Write into `container` each value of `new` that differs from what the file meant (`old`)."""
-    for key in [*new, *(k for k in old if k not in new)]:
-        value, previous = new.get(key), old.get(key)
-        if isinstance(value, dict):
-            table = container.get(key)
-            if not isinstance(table, MutableMapping):
-                if value == previous:
-                    continue
-                table = tomlkit.table(is_super_table=key == "profiles")
-                container[key] = table
-                previous = {}
-            _merge(table, previous if isinstance(previous, dict) else {}, value)
-        elif value is None:
-            if previous is not None and key in container:
-                del container[key]
-        elif value != previous:
-            container[key] = _item(value)
-
-
-def _item(value: Any) -> Any:
-    """A TOML item; lists of more than one string go one per line."""
-    if isinstance(value, list):
-        array = tomlkit.array()
-        array.extend(value)
-        return array.multiline(len(value) > 1)
-    return value
-
-
 def _new_document() -> tomlkit.TOMLDocument:
     doc = tomlkit.document()
     for line in _HEADER:
         doc.add(tomlkit.comment(line))
     doc.add(tomlkit.nl())
     return doc
-
-
-def _back_up(path: Path) -> Path:
-    """Copy a file aside as NAME.broken-<timestamp> (never over an existing backup)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    backup = path.with_name(f"{path.name}.broken-{stamp}")
-    number = 1
-    while backup.exists():
-        number += 1
-        backup = path.with_name(f"{path.name}.broken-{stamp}-{number}")
-    shutil.copy2(path, backup)
-    return backup
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write text to a temp file beside `path`, fsync it, then os.replace it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temp_name, stat.S_IMODE(path.stat().st_mode))
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
 
 
 def _one_line(text: str) -> str:

@@ -8,6 +8,7 @@ symlinks, and opening ``libggml.so`` would create a second device registry llama
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from functools import cache
 from pathlib import Path
@@ -168,3 +169,20 @@ def served_device_name() -> str:
         if candidate:
             return (lib.ggml_backend_dev_name(candidate) or b"?").decode(errors="replace")
     return "none"
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this process when the app that started it dies.
+
+    The engine runs in its own session (so Ctrl+C in the terminal does not reach it); without
+    this, an app killed outright would leave it holding memory (and an RPC server's connection).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)

@@ -348,26 +348,11 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this process when the app that started it dies.
-
-    The engine runs in its own session (so Ctrl+C in the terminal does not reach it); without
-    this, an app killed outright would leave it holding memory (and an RPC server's connection).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    _die_with_parent()
+    from tui_llm.engine import native
+
+    native.die_with_parent()
     log_path = args[0] if args else os.devnull
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)

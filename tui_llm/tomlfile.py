@@ -1,0 +1,79 @@
+"""A TOML file a person edits and a program writes: values merged into the document so comments,
+key order and unknown keys survive, written atomically, and a copy kept of a file that is
+replaced. Shared by the settings file; no knowledge of what the keys mean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+
+def merge_values(
+    container: MutableMapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    """Write into `container` each value of `new` that differs from what the file meant (`old`)."""
+    for key in [*new, *(k for k in old if k not in new)]:
+        value, previous = new.get(key), old.get(key)
+        if isinstance(value, dict):
+            table = container.get(key)
+            if not isinstance(table, MutableMapping):
+                if value == previous:
+                    continue
+                table = tomlkit.table(is_super_table=key == "profiles")
+                container[key] = table
+                previous = {}
+            merge_values(table, previous if isinstance(previous, dict) else {}, value)
+        elif value is None:
+            if previous is not None and key in container:
+                del container[key]
+        elif value != previous:
+            container[key] = toml_item(value)
+
+
+def toml_item(value: Any) -> Any:
+    """A TOML item; lists of more than one string go one per line."""
+    if isinstance(value, list):
+        array = tomlkit.array()
+        array.extend(value)
+        return array.multiline(len(value) > 1)
+    return value
+
+
+def back_up(path: Path) -> Path:
+    """Copy a file aside as NAME.broken-<timestamp> (never over an existing backup)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.broken-{stamp}")
+    number = 1
+    while backup.exists():
+        number += 1
+        backup = path.with_name(f"{path.name}.broken-{stamp}-{number}")
+    shutil.copy2(path, backup)
+    return backup
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write text to a temp file beside `path`, fsync it, then os.replace it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temp_name, stat.S_IMODE(path.stat().st_mode))
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise

@@ -14,24 +14,20 @@ too-new database is never changed: the store stays unusable (the app goes on wit
 until ``recover()`` is called, which moves a damaged file aside and starts a new one.
 
 The record types, ``StoreError`` and the value conversions live in ``records``; the schema and its
-migrations in ``migrations``.
+migrations in ``migrations``; opening, locking, error mapping and recovery of the file in
+``sqlite_file``.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from tui_llm import paths
 from tui_llm.engine.protocol import ReplyStats
-from tui_llm.store import migrations
 from tui_llm.store.records import (
     UNTITLED,
     ConversationSummary,
@@ -45,6 +41,7 @@ from tui_llm.store.records import (
     stats_json,
     storable,
 )
+from tui_llm.store.sqlite_file import SQLiteFile
 
 DATABASE_NAME = "conversations.sqlite3"
 _TITLE_SOURCE_CHARS = 4000  # enough of the first user message to find its first line
@@ -61,21 +58,6 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _is_corruption(exc: sqlite3.Error) -> bool:
-    name = str(getattr(exc, "sqlite_errorname", ""))
-    text = str(exc)
-    return (
-        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
-        or "malformed" in text
-        or "not a database" in text
-    )
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    name = str(getattr(exc, "sqlite_errorname", ""))
-    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
-
-
 _SUMMARY_SELECT = """
 SELECT c.id, c.title, c.created, c.updated, c.model_path,
     (SELECT COUNT(*) FROM messages AS m WHERE m.conversation_id = c.id),
@@ -86,11 +68,11 @@ FROM conversations AS c
 _SUMMARY_ORDER = "ORDER BY c.updated DESC, c.id DESC LIMIT ?"
 
 
-class ConversationStore:
+class ConversationStore(SQLiteFile):
     """Saved conversations in one SQLite file; opened by ``open()``, ``with``, or the first call.
 
-    See the module docstring for threading and failure rules. ``clock`` gives the timestamps
-    (seconds since the epoch), ``busy_timeout_s`` how long a write waits for another writer.
+    See the module docstring for threading and failure rules, ``SQLiteFile`` for the file's
+    lifecycle (open, close, recover) and the constructor's arguments.
     """
 
     def __init__(
@@ -100,67 +82,9 @@ class ConversationStore:
         busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._path = path
-        self._busy_timeout_s = busy_timeout_s
-        self._clock = clock
-        self._db: sqlite3.Connection | None = None
-        self._failure: StoreError | None = None
-        self._lock = threading.RLock()
-
-    # ---- lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def path(self) -> Path:
-        """The database file (the default one is resolved here, not at construction)."""
-        return self._path if self._path is not None else default_path()
-
-    @property
-    def is_open(self) -> bool:
-        return self._db is not None
-
-    def open(self) -> None:
-        """Open (creating file and folder if needed) and migrate; raises ``StoreError``."""
-        with self._lock:
-            self._connection()
-
-    def close(self) -> None:
-        """Close the connection; a later call opens it again (and retries a failed open)."""
-        with self._lock:
-            self._failure = None
-            self._close_connection()
-
-    def __enter__(self) -> ConversationStore:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def recover(self) -> Path | None:
-        """Move a damaged database aside and start a new one; returns where the old one went.
-
-        The file (and its ``-wal``/``-shm`` companions) becomes
-        ``conversations.sqlite3.corrupt-<timestamp>``. A database that opens fine is left alone
-        (returns ``None``); a too-new one is not damaged, so its ``StoreError`` is raised again.
-        """
-        with self._lock:
-            self.close()
-            try:
-                self._connection()
-            except StoreError as exc:
-                if exc.kind != "corrupt":
-                    raise
-            else:
-                return None
-            self.close()
-            moved = self._move_aside()
-            self._connection()
-            return moved
+        super().__init__(
+            path, busy_timeout_s=busy_timeout_s, clock=clock, default_path=default_path
+        )
 
     # ---- writing ------------------------------------------------------------------------------
 
@@ -369,131 +293,3 @@ class ConversationStore:
             )
             if cursor.rowcount == 0:
                 raise StoreError(f"conversation {conversation_id} is not in {self.path}", "missing")
-
-    @contextmanager
-    def _transaction(self, doing: str, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction under the lock; SQLite errors become ``StoreError``.
-
-        Writes take the write lock at the start (``BEGIN IMMEDIATE``) so they wait for another
-        writer up front instead of failing halfway; reads see one consistent snapshot.
-        """
-        with self._lock:
-            db = self._connection()
-            try:
-                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield db
-                db.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    if db.in_transaction:
-                        db.rollback()
-                except sqlite3.Error:
-                    pass
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc, doing) from exc
-                raise
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is not None:
-            return self._db
-        if self._failure is not None:
-            raise self._failure
-        try:
-            self._db = self._open_database()
-        except StoreError as exc:
-            if exc.kind in ("corrupt", "too_new"):
-                self._failure = exc
-            raise
-        return self._db
-
-    def _open_database(self) -> sqlite3.Connection:
-        path = self.path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the folder of conversation store {path}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            db = sqlite3.connect(
-                path,
-                timeout=self._busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise self._error(exc, "opening") from exc
-        try:
-            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000):d}")
-            db.execute("PRAGMA foreign_keys = ON")
-            (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
-            if verdict != "ok":
-                raise StoreError(
-                    f"conversation store {path} is damaged ({verdict}); it was left as it is",
-                    "corrupt",
-                )
-            db.execute("PRAGMA journal_mode = WAL").fetchone()
-            db.execute("PRAGMA synchronous = NORMAL")
-            migrations.migrate(db)
-        except migrations.SchemaTooNewError as exc:
-            db.close()
-            raise StoreError(
-                f"conversation store {path} was written by a newer tui-llm (schema version"
-                f" {exc.found}, this one knows {exc.known}); conversations will not be saved",
-                "too_new",
-            ) from exc
-        except sqlite3.Error as exc:
-            db.close()
-            raise self._error(exc, "opening") from exc
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _close_connection(self) -> None:
-        db, self._db = self._db, None
-        if db is None:
-            return
-        with suppress(sqlite3.Error):
-            db.execute("PRAGMA optimize")
-        db.close()
-
-    def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
-        """The ``StoreError`` for an SQLite error; a damaged file also closes the store."""
-        if _is_corruption(exc):
-            error = StoreError(
-                f"conversation store {self.path} is damaged ({exc}); it was left as it is",
-                "corrupt",
-            )
-            self._failure = error
-            with suppress(sqlite3.Error):
-                self._close_connection()
-            return error
-        if _is_busy(exc):
-            return StoreError(
-                f"conversation store {self.path} is busy (another tui-llm may be writing): {exc}",
-                "busy",
-            )
-        return StoreError(f"conversation store {self.path}: {doing} failed: {exc}")
-
-    def _move_aside(self) -> Path:
-        """Rename the damaged database and its WAL companions; returns the new main file."""
-        path = self.path
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = path.with_name(f"{path.name}.corrupt-{stamp}")
-        counter = 1
-        while any(
-            Path(f"{target}{suffix}").exists() for suffix in ("", "-wal", "-shm", "-journal")
-        ):
-            counter += 1
-            target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
-        try:
-            for suffix in ("-wal", "-shm", "-journal", ""):
-                source = Path(f"{path}{suffix}")
-                if source.exists():
-                    os.replace(source, f"{target}{suffix}")
-        except OSError as exc:
-            raise StoreError(
-                f"cannot move damaged conversation store {path} aside: {exc.strerror or exc}"
-            ) from exc
-        return target

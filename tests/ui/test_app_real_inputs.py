@@ -33,7 +33,7 @@ async def test_thinking_collapses_when_the_answer_starts_and_f6_toggles_it(think
         assert reply.reasoning.strip() == "Let me think."
         assert reply.thinking.display and reply.thinking.collapsed
         title = reply.thinking.title
-        assert title.startswith("Thinking · 4 tokens · ") and title.endswith(" s")
+        assert title.startswith("Thinking · 4 tokens · ") and title.endswith((" ms", " s"))
         stats = rendered(reply.query_one(".stats"))
         assert "7 tokens (4 thinking, 3 answer)" in stats
         assert "first answer token" in stats

@@ -130,3 +130,14 @@ def test_splitter_is_chosen_by_the_template() -> None:
     harmony = "{{ '<|start|>' }}{{ '<|channel|>' }}{{ '<|message|>' }}"
     assert isinstance(splitter_for(harmony, "x"), HarmonySplitter)
     assert isinstance(splitter_for("{{ m }}", "x<think>"), ReasoningSplitter)
+
+
+def test_reply_durations_read_well_from_milliseconds_to_minutes() -> None:
+    from tui_llm.widgets.chat import duration
+
+    assert (duration(0.042), duration(0.999), duration(1.0), duration(95.25)) == (
+        "42 ms",
+        "999 ms",
+        "1.0 s",
+        "95.2 s",
+    )

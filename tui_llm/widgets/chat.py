@@ -13,6 +13,11 @@ from tui_llm.widgets.literal import literal
 from tui_llm.widgets.textline import TextLine
 
 
+def duration(seconds: float) -> str:
+    """A short time for the reply figures: milliseconds under a second, else seconds."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
 def format_stats(stats: ReplyStats, finish_reason: str) -> str:
     """One line of per-reply figures: tokens (thinking apart), first token, tok/s, prompt."""
     tokens = f"{stats.generated_tokens} tokens"
@@ -21,10 +26,10 @@ def format_stats(stats: ReplyStats, finish_reason: str) -> str:
     parts = [
         tokens,
         f"{stats.generation_tokens_per_s:.1f} tok/s",
-        f"first token {stats.time_to_first_token_s * 1000:.0f} ms",
+        f"first token {duration(stats.time_to_first_token_s)}",
     ]
     if stats.reasoning_tokens and stats.time_to_first_answer_s is not None:
-        parts.append(f"first answer token {stats.time_to_first_answer_s:.1f} s")
+        parts.append(f"first answer token {duration(stats.time_to_first_answer_s)}")
     parts.append(f"prompt {stats.prompt_tokens} ({stats.prompt_tokens_evaluated} evaluated)")
     if finish_reason == "cancelled":
         parts.append("stopped")
@@ -43,7 +48,7 @@ def thinking_title(stats: ReplyStats | None = None, streaming: bool = False) -> 
         return "Thinking"
     title = f"Thinking · {stats.reasoning_tokens} tokens"
     if stats.time_to_first_answer_s is not None:
-        title += f" · {stats.time_to_first_answer_s - stats.time_to_first_token_s:.1f} s"
+        title += f" · {duration(stats.time_to_first_answer_s - stats.time_to_first_token_s)}"
     return title
 
 

@@ -254,12 +254,13 @@ async def test_split_model_loads_from_its_hugging_face_snapshot(
     assert caught.value.kind == "bad_model" and "split.count is 2" in str(caught.value)
 
 
-async def test_model_llama_cpp_rejects_is_one_line(model_dir: Path, tiny_model: Path) -> None:
-    """A file our reader accepts but llama.cpp refuses (unknown architecture)."""
+def write_refused_model(folder: Path) -> Path:
+    """A file our reader accepts (so the app tries it) and llama.cpp refuses: an unknown
+    architecture."""
     import gguf
     import numpy as np
 
-    path = model_dir / "unknown-arch.gguf"
+    path = folder / "unknown-arch.gguf"
     writer = gguf.GGUFWriter(str(path), "notanarch")
     writer.add_block_count(1)
     writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
@@ -267,6 +268,12 @@ async def test_model_llama_cpp_rejects_is_one_line(model_dir: Path, tiny_model: 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+async def test_model_llama_cpp_rejects_is_one_line(model_dir: Path, tiny_model: Path) -> None:
+    """A file our reader accepts but llama.cpp refuses (unknown architecture)."""
+    path = write_refused_model(model_dir)
     async with engine() as client:
         with pytest.raises(EngineError) as caught:
             await client.load(settings(path))

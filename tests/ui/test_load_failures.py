@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from tests.engine.test_engine import write_refused_model
 from tests.ui.test_app import build, wait_until
 from tui_llm.app import TuiLlmApp
 
@@ -22,22 +23,6 @@ def count_loads(app: TuiLlmApp) -> list[str]:
     return loads
 
 
-def refused_by_llama_cpp(folder: Path) -> Path:
-    """A file whose header reads fine (so the app tries it) and that llama.cpp refuses."""
-    import gguf
-    import numpy as np
-
-    path = folder / "unknown-arch.gguf"
-    writer = gguf.GGUFWriter(str(path), "notanarch")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 async def test_a_failed_load_brings_back_the_previous_model(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -46,7 +31,7 @@ async def test_a_failed_load_brings_back_the_previous_model(
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.loaded is not None)
         loads = count_loads(app)
-        screen.load_model(refused_by_llama_cpp(tmp_path))
+        screen.load_model(write_refused_model(tmp_path))
         await wait_until(pilot, lambda: len(loads) == 2 and not screen.model_loading)
         assert loads == ["unknown-arch.gguf", tiny_model.name]
         assert screen.loaded is not None
@@ -64,7 +49,7 @@ async def test_when_the_previous_model_fails_too_nothing_is_loaded_and_it_stops(
         await wait_until(pilot, lambda: screen.loaded is not None)
         loads = count_loads(app)
         Path(doomed).unlink()
-        screen.load_model(refused_by_llama_cpp(tmp_path))
+        screen.load_model(write_refused_model(tmp_path))
         await wait_until(pilot, lambda: not screen.model_loading and screen.loaded is None)
         for _ in range(10):  # nothing starts another load afterwards
             await pilot.pause(0.05)

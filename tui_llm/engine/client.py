@@ -20,6 +20,8 @@ from pathlib import Path
 from tui_llm import paths
 from tui_llm.engine.logsink import last_error_line
 from tui_llm.engine.protocol import (
+    BenchEvent,
+    BenchRequest,
     CancelRequest,
     ChatMessage,
     DevicesEvent,
@@ -367,6 +369,26 @@ class EngineClient:
                             event = await asyncio.wait_for(self._next(pending), 30.0)
                             if isinstance(event, DoneEvent):
                                 break
+                self._pending.pop(rid, None)
+
+    async def bench(self, prompt_tokens: int, gen_tokens: int, seed: int = 0) -> BenchEvent:
+        """One llama-bench-style measurement of the loaded model (``BenchRequest``); it clears
+        the KV cache, so the conversation's is lost. Cancelling stops it after the token at hand.
+        """
+        async with self._lock:
+            rid = next(self._ids)
+            pending = self._register(rid)
+            try:
+                await self._send(BenchRequest(rid, prompt_tokens, gen_tokens, seed))
+                while True:
+                    event = await self._next(pending)
+                    if isinstance(event, BenchEvent):
+                        return event
+            except asyncio.CancelledError:
+                with contextlib.suppress(EngineError):
+                    await self._send(CancelRequest(rid))
+                raise
+            finally:
                 self._pending.pop(rid, None)
 
     async def cancel_all(self) -> None:

@@ -153,6 +153,19 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class BenchRequest:
+    """Measure the loaded model as llama-bench does: a prompt of ``prompt_tokens`` random tokens
+    decoded in batches (pp), then ``gen_tokens`` tokens decoded one at a time (tg); no sampling,
+    no text. The KV cache is cleared first: the conversation's is lost."""
+
+    request_id: int
+    prompt_tokens: int
+    gen_tokens: int
+    seed: int = 0
+    type: Literal["bench"] = "bench"
+
+
+@dataclass(frozen=True)
 class CancelRequest:
     request_id: int
     type: Literal["cancel"] = "cancel"
@@ -247,6 +260,27 @@ class DoneEvent:
 
 
 @dataclass(frozen=True)
+class BenchEvent:
+    """One measurement of a ``BenchRequest`` (seconds of wall time in the engine)."""
+
+    request_id: int
+    prompt_tokens: int
+    prompt_s: float
+    gen_tokens: int
+    gen_s: float
+    first_token_s: float  # the prompt and the first generated token: time to first token
+    type: Literal["bench_result"] = "bench_result"
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prompt_s if self.prompt_s > 0 else 0.0
+
+    @property
+    def gen_tokens_per_s(self) -> float:
+        return self.gen_tokens / self.gen_s if self.gen_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
 class DevicesEvent:
     request_id: int
     devices: tuple[DeviceInfo, ...]
@@ -270,7 +304,13 @@ class ErrorEvent:
 
 
 Request = (
-    LoadRequest | UnloadRequest | GenerateRequest | CancelRequest | DevicesRequest | ShutdownRequest
+    LoadRequest
+    | UnloadRequest
+    | GenerateRequest
+    | BenchRequest
+    | CancelRequest
+    | DevicesRequest
+    | ShutdownRequest
 )
 Event = (
     ReadyEvent
@@ -279,6 +319,7 @@ Event = (
     | UnloadedEvent
     | TokensEvent
     | DoneEvent
+    | BenchEvent
     | DevicesEvent
     | ErrorEvent
 )

@@ -18,11 +18,13 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from tui_llm.engine import kvstate, templates
+from tui_llm.engine.bench import bench_once
 from tui_llm.engine.compat import missing_internals, unsupported_message
 from tui_llm.engine.load_params import KV_TYPE_IDS, llama_kwargs, progress_hook
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
+    BenchRequest,
     CancelRequest,
     DevicesEvent,
     DevicesRequest,
@@ -137,6 +139,8 @@ class Worker:
             self.load(request)
         elif isinstance(request, GenerateRequest):
             self.generate(request)
+        elif isinstance(request, BenchRequest):
+            self.bench(request)
         elif isinstance(request, UnloadRequest):
             self._unload()
             self.send(UnloadedEvent(request.request_id))
@@ -271,6 +275,26 @@ class Worker:
         )
 
     # ---- generation ----------------------------------------------------------------------
+
+    def bench(self, request: BenchRequest) -> None:
+        """One llama-bench-style measurement of the loaded model (see ``BenchRequest``)."""
+        rid = request.request_id
+        llm = self._llm
+        if llm is None:
+            self.send(ErrorEvent(rid, "not_loaded", "no model is loaded"))
+            return
+        n_ctx = min(llm.n_ctx(), len(llm.input_ids))
+        if request.prompt_tokens + request.gen_tokens > n_ctx:
+            self.send(
+                ErrorEvent(
+                    rid,
+                    "bad_request",
+                    f"{request.prompt_tokens} prompt + {request.gen_tokens} generated tokens "
+                    f"do not fit the context of {n_ctx}",
+                )
+            )
+            return
+        self.send(bench_once(llm, request, lambda: self.is_cancelled(rid)))
 
     def generate(self, request: GenerateRequest) -> None:
         rid = request.request_id

@@ -8,9 +8,18 @@ import shutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+from textual.app import App, ComposeResult
+from textual.theme import Theme
+from textual.widget import Widget
+
+from tests.fake_pynvml import FakeGpu, FakePynvml
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import ChatMessage, LoadSettings
+from tui_llm.gpu.nvml import NvmlMonitor, create_monitor
+from tui_llm.gpu.samples import HostSample, MonitorSnapshot
+from tui_llm.theme_files import DEFAULT_THEME, load_themes
 
 
 def settings(model: Path, **overrides: object) -> LoadSettings:
@@ -53,3 +62,45 @@ def put_in_hf_cache(cache: Path, repo_id: str, files: Sequence[Path]) -> list[Pa
         entry.symlink_to(os.path.relpath(blob, snapshot))
         entries.append(entry)
     return entries
+
+
+class ThemedHost(App[None]):
+    """Widgets alone on a screen under the shipped themes (tui-llm-dark, -light,
+    -high-contrast), registered from themes/*.toml as the app registers them."""
+
+    def __init__(self, *widgets: Widget, theme: str = DEFAULT_THEME) -> None:
+        super().__init__()
+        self.hosted = widgets
+        self.start_theme = theme
+        specs, errors = load_themes()
+        assert not errors, errors
+        for spec in specs:
+            colors: dict[str, Any] = dict(spec.colors)
+            self.register_theme(
+                Theme(name=spec.name, dark=spec.dark, variables=spec.variables, **colors)
+            )
+
+    def compose(self) -> ComposeResult:
+        yield from self.hosted
+
+    def on_mount(self) -> None:
+        self.theme = self.start_theme
+
+
+def fake_nvml_monitor(*gpus: FakeGpu) -> tuple[FakePynvml, NvmlMonitor]:
+    """The real NVML monitor over a fake ``pynvml`` holding ``gpus``; change a ``FakeGpu``'s
+    readings between samples to simulate load."""
+    nvml = FakePynvml(gpus)
+    monitor = create_monitor(nvml)
+    assert isinstance(monitor, NvmlMonitor), monitor.reason
+    return nvml, monitor
+
+
+def nvml_snapshot(monitor: NvmlMonitor, host: HostSample | None = None) -> MonitorSnapshot:
+    """One sample of ``monitor``'s GPUs and their processes, at a fixed time."""
+    return MonitorSnapshot(
+        timestamp=1_700_000_000.0,
+        gpus=monitor.sample_gpus(),
+        processes=monitor.sample_processes(),
+        host=host,
+    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from tui_llm import paths
 from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, SamplingParams
+from tui_llm.sampling_ranges import SAMPLING_RANGES, SamplingRange
 from tui_llm.tomlfile import atomic_write, back_up, merge_values
 
 OffloadSetting = Union[Literal["auto", "all"], int]  # noqa: UP007 - a runtime alias on 3.10
@@ -231,13 +231,7 @@ def _settings_from(data: Mapping[str, Any], bad: list[str]) -> Settings:
         return take(sampling_table, "sampling.", key, check, getattr(base, key))
 
     sampling = SamplingParams(
-        temperature=sample("temperature", _number(0, 100)),
-        top_p=sample("top_p", _number(0, 1)),
-        top_k=sample("top_k", _integer(0)),
-        min_p=sample("min_p", _number(0, 1)),
-        repeat_penalty=sample("repeat_penalty", _number(0, 100)),
-        max_tokens=sample("max_tokens", _integer(1)),
-        seed=sample("seed", _integer(0)),
+        **{key: sample(key, _in_range(valid)) for key, valid in SAMPLING_RANGES.items()},
         stop=tuple(sample("stop", _stop_strings)),
     )
     profiles: dict[str, LoadProfile] = {}
@@ -297,12 +291,16 @@ def _integer(minimum: int) -> Check:
     return check
 
 
-def _number(low: float, high: float) -> Check:
+def _in_range(valid: SamplingRange) -> Check:
+    """A TOML number within ``valid``; a whole-number setting takes no float (5.0 included)."""
+
     def check(value: object) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return _MISSING
-        number = float(value)
-        return number if math.isfinite(number) and low <= number <= high else _MISSING
+        if valid.kind is int and not isinstance(value, int):
+            return _MISSING
+        number = valid.kind(value)
+        return number if valid.contains(number) else _MISSING
 
     return check
 

@@ -17,13 +17,15 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Static, TextArea
 
+from tests.fake_pynvml import FakeGpu
+from tests.helpers import ThemedHost, fake_nvml_monitor, nvml_snapshot
 from tui_llm import config
 from tui_llm.app import TuiLlmApp, make_app
 from tui_llm.catalog.discovery import LocalModel, iter_local_models
 from tui_llm.catalog.generate import write_llama_gguf
 from tui_llm.catalog.table_models import write_demo_model
 from tui_llm.engine.client import EngineClient
-from tui_llm.engine.protocol import DeviceInfo
+from tui_llm.engine.protocol import BufferSize, DeviceInfo, DeviceLayers
 from tui_llm.gpu.samples import GpuSample, HostSample, MonitorSnapshot, ProcessMemory
 from tui_llm.messages import GpuSampled
 from tui_llm.screens.help import HelpScreen
@@ -214,8 +216,9 @@ def test_theme(snap_compare: Any, local_models: list[LocalModel], theme: str) ->
     """The main screen at 140x40 in each of our themes: the wide layout at its narrowest.
 
     The same content as the 160x48 view in less room: the browser (models by name with their
-    size, quantization and fit, the truncated file's red "error"), the chat's hint in the middle
-    column, the message box, and the right column (offload panel, H100 gauge).
+    size, quantization and fit, the truncated file's "error" in the theme's red), the chat's hint
+    in the middle column, the message box, and the right column (offload panel, H100 gauge with
+    its VRAM bar and sparkline in the theme's primary colour).
     Dark: light text on dark blue-grey. Light: dark text on an off-white background. High
     contrast: white text on black with bright cyan and yellow accents. Every text is readable on
     its background.
@@ -279,3 +282,51 @@ def test_gauge_without_nvidia_driver(snap_compare: Any, local_models: list[Local
 
     app = build_app(local_models)
     assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
+
+
+#: An RTX 4090's VRAM used (GiB) over the samples of the themed gauge: a model loading.
+LOAD_STEPS_GIB = (2, 2, 4, 7, 10, 13, 15, 16, 16, 16, 16, 16)
+ENGINE_PID = 4242
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_gauge_in_each_theme(snap_compare: Any, theme: str) -> None:
+    """The GPU gauge alone at 64x12, a model loaded on an RTX 4090 read through the fake NVML.
+
+    In a rounded border titled "GPU / memory": "GPU0 NVIDIA GeForce RTX 4090" in bold; a
+    32-cell VRAM bar whose first 16 cells (the engine's 12 GiB) are in the theme's accent
+    colour (amber in dark, brown-orange in light, orange in high contrast), the next 5 (another
+    process's 4 GiB) in its primary colour (blue in dark and light, bright cyan in high
+    contrast) and the rest faded "░", then "16 GiB / 24 GiB"; "engine 12 GiB" in the accent
+    colour; "util 37% · 61°C · 123 W / 450 W"; a 12-cell sparkline (one cell per sample) in the
+    primary colour, rising in steps and then flat at two thirds of its height. Then "llama.cpp
+    devices" in bold, "CUDA0 NVIDIA GeForce RTX 4090 · 33 layers", "free 8 GiB / 24 GiB · engine
+    11.5 GiB", and "RAM 41.3 GiB / 128 GiB". No colour comes from the terminal's palette: each
+    theme has its own.
+    """
+    gib = 1 << 30
+    gpu = FakeGpu(memory_total=24 * gib)
+    gpu.graphics_processes = [(900, 4 * gib)]
+    _nvml, monitor = fake_nvml_monitor(gpu)
+    host = HostSample(ram_used=41 * gib + 300 * MiB, ram_total=128 * gib, engine_rss=None)
+    gauge = GpuGauge()
+    app = ThemedHost(gauge, theme=theme)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        # The bar's width follows the gauge's: sample once it is laid out, as the app does.
+        await wait_until(pilot, lambda: app.theme == theme and gauge.size.width > 0)
+        gauge.set_engine(
+            ENGINE_PID,
+            (DeviceInfo("CUDA0", "NVIDIA GeForce RTX 4090", "gpu", 8 * gib, 24 * gib),),
+            (BufferSize("CUDA0", "model", 23 * gib // 2),),
+            33,
+            (DeviceLayers("CUDA0", 33),),
+        )
+        for used_gib in LOAD_STEPS_GIB:
+            gpu.memory_used = used_gib * gib
+            gpu.compute_processes = [(ENGINE_PID, max(0, used_gib - 4) * gib)]
+            gauge.update_snapshot(nvml_snapshot(monitor, host))
+        host_line = gauge.query_one(".host", Static)
+        await wait_until(pilot, lambda: static_text(host_line).startswith("RAM "))
+
+    assert snap_compare(app, terminal_size=(64, 12), run_before=run_before)

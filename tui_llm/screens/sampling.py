@@ -11,18 +11,23 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from tui_llm.engine.protocol import SamplingParams
+from tui_llm.sampling_ranges import SAMPLING_RANGES
 from tui_llm.widgets.inputs import InertInput, InertTextArea
 from tui_llm.widgets.literal import literal
 
-_FIELDS: tuple[tuple[str, str, type], ...] = (
-    ("temperature", "Temperature", float),
-    ("top_p", "Top p", float),
-    ("top_k", "Top k", int),
-    ("min_p", "Min p", float),
-    ("repeat_penalty", "Repeat penalty", float),
-    ("max_tokens", "Max tokens", int),
-    ("seed", "Seed (empty: random)", int),
+#: (SamplingParams field, its name on the panel); each range is in ``SAMPLING_RANGES``.
+_FIELDS: tuple[tuple[str, str], ...] = (
+    ("temperature", "Temperature"),
+    ("top_p", "Top p"),
+    ("top_k", "Top k"),
+    ("min_p", "Min p"),
+    ("repeat_penalty", "Repeat penalty"),
+    ("max_tokens", "Max tokens"),
+    ("seed", "Seed"),
 )
+#: The one field that may be left empty, and what empty means.
+_EMPTY_MEANS = {"seed": "random"}
+_QUOTED_CHARS = 40  # of a refused value, in the error line
 
 
 class SamplingScreen(ModalScreen[tuple[SamplingParams, str] | None]):
@@ -55,9 +60,10 @@ class SamplingScreen(ModalScreen[tuple[SamplingParams, str] | None]):
         with Vertical():
             yield Static("Sampling · Ctrl+S save · Esc cancel", classes="title")
             with Grid():
-                for name, label, _kind in _FIELDS:
+                for name, label in _FIELDS:
                     value = getattr(self._sampling, name)
-                    yield Label(label)
+                    empty = _EMPTY_MEANS.get(name)
+                    yield Label(label if empty is None else f"{label} (empty: {empty})")
                     yield InertInput("" if value is None else str(value), id=f"field-{name}")
             yield Label("System prompt")
             yield InertTextArea(self._system_prompt, id="system-prompt")
@@ -73,19 +79,34 @@ class SamplingScreen(ModalScreen[tuple[SamplingParams, str] | None]):
         self.dismiss(None)
 
     def action_save(self) -> None:
+        """Dismiss with the new values, or keep the panel open saying which value is refused."""
         values: dict[str, object] = {}
-        for name, label, kind in _FIELDS:
-            raw = self.query_one(f"#field-{name}", InertInput).value.strip()
-            if name == "seed" and raw == "":
+        for name, label in _FIELDS:
+            field = self.query_one(f"#field-{name}", InertInput)
+            raw = field.value.strip()
+            if name in _EMPTY_MEANS and raw == "":
                 values[name] = None
                 continue
+            valid = SAMPLING_RANGES[name]
+            takes = valid.describe()
+            if name in _EMPTY_MEANS:
+                takes += f", or empty for {_EMPTY_MEANS[name]}"
+            # The typed value is quoted, cut short, so the range always fits on the line.
+            typed = repr(raw[:_QUOTED_CHARS]) + ("…" if len(raw) > _QUOTED_CHARS else "")
             try:
-                values[name] = kind(raw)
+                value = valid.kind(raw)
             except ValueError:
-                self.query_one(".error", Static).update(
-                    literal(f"{label}: not a number: {raw!r}", max_chars=200)
-                )
+                self._refuse(field, f"{label}: not a number: {typed} (takes {takes})")
                 return
+            if not valid.contains(value):
+                self._refuse(field, f"{label}: {typed} is out of range (takes {takes})")
+                return
+            values[name] = value
         sampling = replace(self._sampling, **values)  # type: ignore[arg-type]
         system = self.query_one("#system-prompt", InertTextArea).text
         self.dismiss((sampling, system))
+
+    def _refuse(self, field: InertInput, message: str) -> None:
+        """Say why on the error line and put the cursor in the field; what was typed stays."""
+        self.query_one(".error", Static).update(literal(message, one_line=True))
+        field.focus()

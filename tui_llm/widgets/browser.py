@@ -6,12 +6,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.color import Color, ColorParseError
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
+from textual.theme import Theme
 from textual.widgets import DataTable, Input
 
 from tui_llm.catalog.metadata import human_bytes, human_count
@@ -39,8 +42,9 @@ def table_name(display_name: str, cells: int = NAME_CELLS) -> str:
     return shorten_middle(make_inert(name, max_chars=1000, one_line=True), cells)
 
 
-def model_row(model: Any, fit: str = "") -> tuple[str | Text, ...]:
-    """Table cells for one found model; a file that cannot be read shows its error.
+def model_row(model: Any, fit: str = "", error_style: str | Style = "") -> tuple[str | Text, ...]:
+    """Table cells for one found model; a file that cannot be read shows "error" in
+    ``error_style`` (the theme's error colour; empty: the text colour).
 
     The names and GGUF strings are ``Text``: a ``str`` cell would be read as markup.
     """
@@ -49,7 +53,7 @@ def model_row(model: Any, fit: str = "") -> tuple[str | Text, ...]:
         # A short mark keeps the columns narrow; the line under the table gives the whole error.
         return (
             Text(table_name(model.display_name), style="dim"),
-            Text("error", style="red"),
+            Text("error", style=error_style),
             "",
             "",
             "",
@@ -104,6 +108,12 @@ class ModelBrowser(Vertical):
         table = self.query_one(DataTable)
         for column in COLUMNS:
             table.add_column(column, key=column.lower())
+        # A table cell's colour is fixed when the row is made: a new theme remakes the rows.
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, _theme: Theme) -> None:
+        if any(model.info is None for model in self._models.values()):
+            self._rebuild()
 
     @property
     def models(self) -> list[Any]:
@@ -180,16 +190,24 @@ class ModelBrowser(Vertical):
             except Exception:
                 selected = None
         table.clear()
+        error_style = self._error_style()
         for key in self._order:
             model = self._models[key]
             if self._matches(model):
                 fit = ""
                 if self.fit_for is not None and model.info is not None:
                     fit = self.fit_for(model)
-                table.add_row(*model_row(model, fit), key=key)
+                table.add_row(*model_row(model, fit, error_style), key=key)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
         self._update_status()
+
+    def _error_style(self) -> Style | str:
+        """The theme's error colour, for a table cell (which cannot name a theme variable)."""
+        try:
+            return Style(color=Color.parse(self.app.theme_variables["error"]).rich_color)
+        except (KeyError, ColorParseError):
+            return ""
 
     def _update_status(self) -> None:
         if not self.is_mounted:

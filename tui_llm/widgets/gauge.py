@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.logparse import totals_by_device
@@ -17,6 +18,11 @@ from tui_llm.widgets.textline import TextLine
 
 _SPARK = "▁▂▃▄▅▆▇█"
 HISTORY_SECONDS = 60
+
+# Theme variables, resolved when the gauge is drawn: the bars follow the app's theme.
+ENGINE_STYLE = "$accent"  # the engine's own VRAM: its bar cells and the "engine" line
+USED_STYLE = "$primary"  # VRAM used by other processes; the sparkline of all VRAM used
+FREE_STYLE = "dim"  # free VRAM: the text colour, faded
 
 
 INDENT = "  "
@@ -30,17 +36,18 @@ def sparkline(values: list[float], maximum: float, width: int) -> str:
     return "".join(_SPARK[min(7, max(0, int(v / maximum * 7.999)))] for v in tail)
 
 
-def memory_bar(used: int, total: int, own: int, width: int) -> Text:
-    """A bar of ``used``/``total`` with the engine's own share drawn apart."""
-    text = Text()
+def memory_bar(used: int, total: int, own: int, width: int) -> Content:
+    """A bar of ``width`` cells for ``used``/``total`` bytes with the engine's ``own`` share
+    drawn apart (in ``ENGINE_STYLE``); empty when ``total`` is unknown."""
     if total <= 0:
-        return text
+        return Content()
     own_cells = round(width * min(own, used) / total)
     used_cells = max(own_cells, round(width * used / total))
-    text.append("█" * own_cells, style="bold magenta")
-    text.append("█" * (used_cells - own_cells), style="cyan")
-    text.append("░" * (width - used_cells), style="dim")
-    return text
+    return Content.assemble(
+        ("█" * own_cells, ENGINE_STYLE),
+        ("█" * (used_cells - own_cells), USED_STYLE),
+        ("░" * (width - used_cells), FREE_STYLE),
+    )
 
 
 def _name(name: str) -> str:
@@ -123,7 +130,7 @@ class GpuGauge(Vertical):
         width = max(10, (self.size.width or 40) - 4)
         bar_width = max(8, min(40, width - 24))
         snapshot = self._snapshot
-        gpus_text = Text()
+        parts: list[str | Content | tuple[str, str]] = []
         processes = getattr(snapshot, "processes", {}) or {}
         for gpu in getattr(snapshot, "gpus", ()):
             own = 0
@@ -131,27 +138,23 @@ class GpuGauge(Vertical):
                 if proc.pid == self._engine_pid and proc.used_bytes:
                     own += proc.used_bytes
             # Device names come from the driver and from llama.cpp: shown as they are, made inert.
-            gpus_text.append(f"GPU{gpu.index} {_name(gpu.name)}\n", style="bold")
+            parts.append((f"GPU{gpu.index} {_name(gpu.name)}\n", "bold"))
             used, total = gpu.memory_used or 0, gpu.memory_total or 0
-            gpus_text.append(INDENT)
-            gpus_text.append_text(memory_bar(used, total, own, bar_width))
-            gpus_text.append(f" {human_bytes(used)} / {human_bytes(total)}\n")
+            parts += [INDENT, memory_bar(used, total, own, bar_width)]
+            parts.append(f" {human_bytes(used)} / {human_bytes(total)}\n")
             if own:
-                gpus_text.append(f"{INDENT}engine {human_bytes(own)}\n", style="magenta")
+                parts.append((f"{INDENT}engine {human_bytes(own)}\n", ENGINE_STYLE))
             power = _fmt(gpu.power_w, " W")
             if getattr(gpu, "power_limit_w", None):
                 power += f" / {gpu.power_limit_w:.0f} W"
-            gpus_text.append(
+            parts.append(
                 f"{INDENT}util {_fmt(gpu.utilization_pct, '%')} · "
                 f"{_fmt(gpu.temperature_c, '°C')} · {power}\n"
             )
             history = list(self._history.get(gpu.index, ()))
             if history and total:
-                gpus_text.append(
-                    INDENT + sparkline(history, float(total), bar_width) + "\n", style="cyan"
-                )
-        gpus_text.rstrip()
-        self._set_line(".gpus", gpus_text)
+                parts += [INDENT, (sparkline(history, float(total), bar_width), USED_STYLE), "\n"]
+        self._set_line(".gpus", Content.assemble(*parts).rstrip())
         reason = self._reason or (getattr(snapshot, "error", None) or "")
         self._set_line(".reason", Text(make_inert(reason, max_chars=500)))
         devices = self._devices_text()
@@ -165,7 +168,7 @@ class GpuGauge(Vertical):
                 host_text += f" · engine RSS {human_bytes(host.engine_rss)}"
         self._set_line(".host", Text(host_text))
 
-    def _set_line(self, selector: str, text: Text) -> None:
+    def _set_line(self, selector: str, text: Text | Content) -> None:
         """Update one part; an empty part takes no row."""
         self.query_one(selector, TextLine).show(text)
 

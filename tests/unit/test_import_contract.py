@@ -15,7 +15,16 @@ from tests.conftest import REPO
 PACKAGE = REPO / "tui_llm"
 # The Textual-free core: every module under these packages, and these modules.
 CORE_PACKAGES = ("engine", "catalog", "fit", "gpu", "store")
-CORE_MODULES = ("config", "session", "conversation", "textsafe", "markdown_code", "paths")
+CORE_MODULES = (
+    "config",
+    "session",
+    "conversation",
+    "textsafe",
+    "markdown_code",
+    "paths",
+    "sampling_ranges",
+    "tomlfile",
+)
 UI_LIBRARIES = ("textual", "rich")
 
 

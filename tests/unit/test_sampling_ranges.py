@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -55,13 +53,3 @@ def test_settings_file_keeps_the_ends_and_ignores_values_outside(name: str, tmp_
         settings, warning = load_settings(path)
         assert getattr(settings.sampling, name) == getattr(SamplingParams(), name)
         assert warning is not None and f"sampling.{name}" in warning
-
-
-def test_the_ranges_and_the_settings_reader_import_neither_textual_nor_rich() -> None:
-    code = (
-        "import sys, tui_llm.sampling_ranges, tui_llm.config\n"
-        "print(','.join(m for m in ('textual', 'rich') if m in sys.modules))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""

@@ -26,7 +26,7 @@ from tui_llm.cli.args import (
     stop_string,
 )
 
-SUBCOMMANDS = ("chat", "info", "demo-model", "rpc-server", "fit", "search", "pull")
+SUBCOMMANDS = ("chat", "bench", "info", "demo-model", "rpc-server", "fit", "search", "pull")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("--port", type=int, default=50052)
     rpc.add_argument("--threads", type=positive_int, default=None)
 
+    from tui_llm.cli.bench import add_bench_parser
     from tui_llm.cli.fit import add_fit_parser
     from tui_llm.cli.hub import add_hub_parsers
 
+    add_bench_parser(sub)
     add_fit_parser(sub)
     add_hub_parsers(sub)
     return parser
@@ -111,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tui_llm.cli.chat import run_chat
 
             return asyncio.run(run_chat(args))
+        if args.command == "bench":
+            from tui_llm.cli.bench import run_bench
+
+            return asyncio.run(run_bench(args))
         if args.command == "info":
             from tui_llm.cli.files import run_info
 

@@ -71,17 +71,20 @@ def rpc_list(value: str) -> tuple[str, ...]:
     return servers
 
 
-def add_load_options(parser: argparse.ArgumentParser) -> None:
+def add_load_options(parser: argparse.ArgumentParser, offload: bool = True) -> None:
+    """The load options every model-loading command takes (``offload=False``: the command
+    reads ``--offload`` its own way, as ``bench`` does)."""
     from tui_llm.engine.chat_format import format_names
     from tui_llm.engine.protocol import KV_CACHE_TYPES
 
-    parser.add_argument(
-        "--offload",
-        type=parse_offload,
-        default=None,
-        metavar="N|all|auto",
-        help="layers on the GPU (0 .. n_layer+1, 'all', or 'auto')",
-    )
+    if offload:
+        parser.add_argument(
+            "--offload",
+            type=parse_offload,
+            default=None,
+            metavar="N|all|auto",
+            help="layers on the GPU (0 .. n_layer+1, 'all', or 'auto')",
+        )
     parser.add_argument(
         "--ctx", type=positive_int, default=None, metavar="N", help="context size in tokens"
     )

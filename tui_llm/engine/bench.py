@@ -19,6 +19,13 @@ from tui_llm.engine.protocol import BenchEvent, BenchRequest
 
 def bench_once(llm: Any, request: BenchRequest, cancelled: Callable[[], bool]) -> BenchEvent:
     """Measure once; a cancel stops the generation part early (fewer tokens, same rate)."""
+    import llama_cpp
+
+    def synchronize() -> None:
+        # llama_decode may return before a GPU (or RPC) device has finished: wait, as
+        # llama-bench does, or the time would be that of queueing the work.
+        llama_cpp.llama_synchronize(llm._ctx.ctx)
+
     rng = random.Random(request.seed)
     n_vocab = int(llm.n_vocab())
     prompt = [rng.randrange(n_vocab) for _ in range(request.prompt_tokens)]
@@ -26,6 +33,7 @@ def bench_once(llm: Any, request: BenchRequest, cancelled: Callable[[], bool]) -
     started = time.perf_counter()
     if prompt:
         llm.eval(prompt)
+        synchronize()
     prompt_done = time.perf_counter()
     token = rng.randrange(n_vocab)
     first_token_at = prompt_done
@@ -34,6 +42,7 @@ def bench_once(llm: Any, request: BenchRequest, cancelled: Callable[[], bool]) -
         if cancelled():
             break
         llm.eval([token])
+        synchronize()
         generated += 1
         if index == 0:
             first_token_at = time.perf_counter()

@@ -41,7 +41,7 @@ def row_cells(result: SweepResult, row: LevelResult) -> list[str]:
     """One row's cells, in ``COLUMNS`` order; a skipped or failed level says why instead."""
     layers = "" if row.gpu_layers is None else f"{row.gpu_layers}/{result.total_layers}"
     if row.status != "ok":
-        return [row.label, layers, f"{row.status}: {row.reason}", "", "", "", "", ""]
+        return [row.label, layers, "", "", "", "", "", f"{row.status}: {row.reason}"]
     speedup = result.speedup(row)
     memory = ", ".join(f"{device} {human_bytes(size)}" for device, size in row.bytes_by_device)
     if row.vram_used_bytes is not None:

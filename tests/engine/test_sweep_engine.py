@@ -116,3 +116,20 @@ def test_bench_command_refuses_a_bad_level_list(model_8l: Path) -> None:
     result = tui_llm("bench", str(model_8l), "--offload", "eight")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("tui-llm: error: --offload: 'eight' is not a level")
+
+
+async def test_the_conversation_cache_survives_a_sweep_into_the_next_load(model_8l: Path) -> None:
+    """After benchmarks overwrite the context, the load that applies a level carries the
+    conversation's KV cache as any offload change does."""
+    greedy = SamplingParams(temperature=0.0, max_tokens=8)
+    first_turn = [user("a question with a few words in it")]
+    async with engine() as client:
+        await client.load(settings(model_8l))
+        reply = await client.chat(first_turn, greedy)
+        await client.bench(32, 8)
+        await client.load(settings(model_8l, n_threads=2), keep_kv=False)  # a sweep level
+        await client.bench(32, 8)
+        applied = await client.load(settings(model_8l, n_threads=2))  # apply, keep_kv
+        assert applied.kv_restored_tokens == reply.n_past
+        again = await client.load(settings(model_8l))
+        assert again.kv_restored_tokens == reply.n_past  # carried on, as by any reload

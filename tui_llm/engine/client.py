@@ -372,9 +372,9 @@ class EngineClient:
                 self._pending.pop(rid, None)
 
     async def bench(self, prompt_tokens: int, gen_tokens: int, seed: int = 0) -> BenchEvent:
-        """One llama-bench-style measurement of the loaded model (``BenchRequest``); it clears
-        the KV cache, so the conversation's is lost. Cancelling stops it after the token at hand.
-        """
+        """One llama-bench-style measurement of the loaded model (``BenchRequest``). It clears
+        the KV cache; the engine keeps the conversation's aside for the next ``load`` with
+        ``keep_kv``. Cancelling stops it after the token at hand."""
         async with self._lock:
             rid = next(self._ids)
             pending = self._register(rid)

@@ -65,6 +65,9 @@ class Worker:
         self._llm: Any = None
         self._settings: LoadSettings | None = None
         self._template: templates.ChosenTemplate | None = None
+        # The conversation's KV cache, kept aside when a benchmark is about to overwrite it, so
+        # the load after a sweep carries it as any reload does.
+        self._stash: tuple[LoadSettings, kvstate.SavedState] | None = None
         self._shutdown = False
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -206,6 +209,12 @@ class Worker:
             and settings.kv_compatible_with(self._settings)
         ):
             state = kvstate.save_state(self._llm)
+        if state is None and request.keep_kv and self._stash is not None:
+            stashed_settings, stashed = self._stash
+            if settings.kv_compatible_with(stashed_settings):
+                state = stashed
+        if self._stash is not None and settings.model_path != self._stash[0].model_path:
+            self._stash = None  # another model: that conversation's cache is of no use
         self._unload()
 
         started = time.perf_counter()
@@ -240,6 +249,8 @@ class Worker:
         self._settings = settings
         self._template = self._choose_template(settings, info.architecture or "")
         restored = kvstate.restore_state(self._llm, state) if state is not None else 0
+        if restored:
+            self._stash = None
         self.send(
             LoadedEvent(
                 request_id=rid,
@@ -294,10 +305,15 @@ class Worker:
                 )
             )
             return
+        if self._stash is None and self._settings is not None:
+            saved = kvstate.save_state(llm)
+            if saved is not None:
+                self._stash = (self._settings, saved)
         self.send(bench_once(llm, request, lambda: self.is_cancelled(rid)))
 
     def generate(self, request: GenerateRequest) -> None:
         rid = request.request_id
+        self._stash = None  # the conversation moves on: a cache kept before a benchmark is stale
         llm = self._llm
         if llm is None or self._template is None:
             self.send(ErrorEvent(rid, "not_loaded", "no model is loaded"))

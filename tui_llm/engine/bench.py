@@ -17,6 +17,17 @@ from typing import Any
 from tui_llm.engine.protocol import BenchEvent, BenchRequest
 
 
+def bench_problem(llm: Any, request: BenchRequest) -> str | None:
+    """Why ``request`` cannot run on ``llm`` (one line), or ``None``."""
+    n_ctx = min(llm.n_ctx(), len(llm.input_ids))
+    if request.prompt_tokens + request.gen_tokens > n_ctx:
+        return (
+            f"{request.prompt_tokens} prompt + {request.gen_tokens} generated tokens "
+            f"do not fit the context of {n_ctx}"
+        )
+    return None
+
+
 def bench_once(llm: Any, request: BenchRequest, cancelled: Callable[[], bool]) -> BenchEvent:
     """Measure once; a cancel stops the generation part early (fewer tokens, same rate)."""
     import llama_cpp

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tui_llm.catalog.ggml_types import type_ids_by_name
-from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings
+from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, ProgressEvent
 
 # ggml type id of each KV cache type llama.cpp accepts.
 KV_TYPE_IDS = {name: type_ids_by_name()[name] for name in KV_CACHE_TYPES}
@@ -62,6 +62,24 @@ def progress_hook(on_progress: Callable[[float], bool]) -> Iterator[None]:
         yield
     finally:
         llama_cpp.llama_model_default_params = original
+
+
+def progress_reporter(
+    request_id: int, send: Callable[[ProgressEvent], None], cancelled: Callable[[int], bool]
+) -> Callable[[float], bool]:
+    """A load progress callback that sends a ``ProgressEvent`` per 1 % (and at 100 %);
+    it returns ``False`` (llama.cpp then aborts the load) once the request is cancelled."""
+    last = [-1.0]
+
+    def on_progress(progress: float) -> bool:
+        if cancelled(request_id):
+            return False
+        if progress - last[0] >= 0.01 or progress >= 1.0:
+            last[0] = progress
+            send(ProgressEvent(request_id, float(progress)))
+        return True
+
+    return on_progress
 
 
 def cpu_has_amx() -> bool:

@@ -107,6 +107,20 @@ def choose_template(
     return _builtin(name, f"{why}; {told}: using the {name} format (choose with --chat-format)")
 
 
+def choose_for_model(llm: Any, chosen_format: str | None, architecture: str) -> ChosenTemplate:
+    """``choose_template`` for a loaded ``Llama``: its GGUF template, and its special tokens
+    asked through its own tokenizer."""
+    from tui_llm.engine.reply import token_piece
+
+    def has_token(text: str) -> bool:
+        ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+        return len(ids) == 1 and token_piece(llm, ids[0], special=True) == text.encode()
+
+    return choose_template(
+        llm.metadata.get("tokenizer.chat_template"), chosen_format, architecture, has_token
+    )
+
+
 def _builtin(name: str, warning: str | None) -> ChosenTemplate:
     return ChosenTemplate(
         chat_format.BUILTIN_FORMATS[name], name, chat_format.STOP_STRINGS.get(name, ()), warning

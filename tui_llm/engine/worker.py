@@ -14,13 +14,17 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import IO, Any
 
 from tui_llm.engine import kvstate, templates
-from tui_llm.engine.bench import bench_once
+from tui_llm.engine.bench import bench_once, bench_problem
 from tui_llm.engine.compat import missing_internals, unsupported_message
-from tui_llm.engine.load_params import KV_TYPE_IDS, llama_kwargs, progress_hook
+from tui_llm.engine.load_params import (
+    KV_TYPE_IDS,
+    llama_kwargs,
+    progress_hook,
+    progress_reporter,
+)
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
@@ -36,7 +40,6 @@ from tui_llm.engine.protocol import (
     LoadedEvent,
     LoadRequest,
     LoadSettings,
-    ProgressEvent,
     ReadyEvent,
     ReplyStats,
     Request,
@@ -47,7 +50,7 @@ from tui_llm.engine.protocol import (
     encode,
 )
 from tui_llm.engine.reasoning import splitter_for
-from tui_llm.engine.reply import ReplyStream, special_text, token_piece
+from tui_llm.engine.reply import ReplyStream, special_text
 from tui_llm.engine.streaming import tokens_to_evaluate
 
 
@@ -161,20 +164,6 @@ class Worker:
             self._llm = None
         self._settings = None
 
-    def _progress_reporter(self, request_id: int) -> Callable[[float], bool]:
-        """A load progress callback: sends progress events; ``False`` (cancelled) aborts."""
-        last = [-1.0]
-
-        def on_progress(progress: float) -> bool:
-            if self.is_cancelled(request_id):
-                return False
-            if progress - last[0] >= 0.01 or progress >= 1.0:
-                last[0] = progress
-                self.send(ProgressEvent(request_id, float(progress)))
-            return True
-
-        return on_progress
-
     def load(self, request: LoadRequest) -> None:
         from llama_cpp import Llama
 
@@ -222,7 +211,7 @@ class Worker:
         kind: ErrorKind = "bad_model"
         with self._sink.capture() as lines:
             try:
-                hook = progress_hook(self._progress_reporter(rid))
+                hook = progress_hook(progress_reporter(rid, self.send, self.is_cancelled))
                 with hook, templates.tolerant_gguf_templates():
                     self._llm = Llama(settings.model_path, verbose=True, **llama_kwargs(settings))
             except (ValueError, RuntimeError, OSError) as exc:
@@ -247,7 +236,9 @@ class Worker:
             self.send(ErrorEvent(rid, "bad_request", unsupported_message(version, missing)))
             return
         self._settings = settings
-        self._template = self._choose_template(settings, info.architecture or "")
+        self._template = templates.choose_for_model(
+            self._llm, settings.chat_format, info.architecture or ""
+        )
         restored = kvstate.restore_state(self._llm, state) if state is not None else 0
         if restored:
             self._stash = None
@@ -269,22 +260,6 @@ class Worker:
             )
         )
 
-    def _choose_template(
-        self, settings: LoadSettings, architecture: str
-    ) -> templates.ChosenTemplate:
-        llm = self._llm
-
-        def has_token(text: str) -> bool:
-            ids = llm.tokenize(text.encode(), add_bos=False, special=True)
-            return len(ids) == 1 and token_piece(llm, ids[0], special=True) == text.encode()
-
-        return templates.choose_template(
-            llm.metadata.get("tokenizer.chat_template"),
-            settings.chat_format,
-            architecture,
-            has_token,
-        )
-
     # ---- generation ----------------------------------------------------------------------
 
     def bench(self, request: BenchRequest) -> None:
@@ -294,16 +269,9 @@ class Worker:
         if llm is None:
             self.send(ErrorEvent(rid, "not_loaded", "no model is loaded"))
             return
-        n_ctx = min(llm.n_ctx(), len(llm.input_ids))
-        if request.prompt_tokens + request.gen_tokens > n_ctx:
-            self.send(
-                ErrorEvent(
-                    rid,
-                    "bad_request",
-                    f"{request.prompt_tokens} prompt + {request.gen_tokens} generated tokens "
-                    f"do not fit the context of {n_ctx}",
-                )
-            )
+        problem = bench_problem(llm, request)
+        if problem is not None:
+            self.send(ErrorEvent(rid, "bad_request", problem))
             return
         if self._stash is None and self._settings is not None:
             saved = kvstate.save_state(llm)

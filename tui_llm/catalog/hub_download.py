@@ -13,17 +13,18 @@ on the fake Hub: huggingface_hub 2.4.0, a 34.2 MiB file sent at 8 MB/s, medians 
 - Resume, the deciding reason. `hf_hub_download` writes to a temporary file of its own per call
   and deletes it when the call fails; a killed child leaves it behind (10 MiB here, never used
   again, still there after the next download) and the next run starts from byte 0. Our loop
-  kept 12 MiB and the next try asked for the rest (Range ``bytes=12582912-``). Within one call
+  kept what had arrived (12 MiB, after a cut or a kill of ``tui-llm pull``) and the next try
+  asked for the rest with a Range request. Within one call
   the library resumes a cut connection itself, but only from its last whole 10 MiB chunk, after
-  a 1 s pause, up to five times, and without telling the caller (6.5 s in all, against 4.6 s
+  a 1 s pause, up to five times, and without telling the caller (6.2 s in all, against 4.6 s
   for our error and the user's retry).
-- Progress: our loop reports 10 updates/s, the first 0.05 s after the start; the child 0.94/s,
-  the first after 1.8 s: the library reports (and writes) in 10 MiB chunks, so a model under
+- Progress: our loop reports 10 updates/s, the first 0.05 s after the start; the child 0.95/s,
+  the first after 1.7 s: the library reports (and writes) in 10 MiB chunks, so a model under
   10 MiB shows no progress until it is done and a slow link shows a bar that jumps.
-- Start: the child needs 0.46 s (a Python process, the library's import) before its first byte;
+- Start: the child needs 0.41 s (a Python process, the library's import) before its first byte;
   our loop 0.05 s.
 - Cancel: no reason either way. Our cancel returns in 1 ms (the token shuts the socket) and the
-  server sees the connection closed after 3 ms; killing the child takes 6 ms and 8 ms.
+  server sees the connection closed after 4 ms; killing the child takes 5 ms and 7 ms.
 - Xet: not measurable on the fake Hub. `hf_hub_download` takes the Xet path for Xet-backed
   files (hf_xet's native threads, which only a kill stops); our loop always fetches the plain
   HTTP location the Hub's resolve answer gives, so it forgoes Xet's chunk deduplication.

@@ -38,8 +38,8 @@ from pathlib import Path
 
 from tests.hubserver import FakeHub, FakeRepo, Transfer
 from tui_llm.catalog.generate import write_llama_gguf
-from tui_llm.catalog.hub_client import CancelToken, HubError, HubSettings
-from tui_llm.catalog.hub_download import DownloadProgress, DownloadRequest, download
+from tui_llm.catalog.hub_client import HubError, HubSettings
+from tui_llm.catalog.hub_download import CancelToken, DownloadProgress, DownloadRequest, download
 
 REPO_ID = "bench/Bench-GGUF"
 FILENAME = "Bench-F32.gguf"

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -83,3 +86,43 @@ def test_a_search_that_does_not_answer_is_not_retried(
     assert failed.value.kind == "timeout"
     assert time.monotonic() - started < 1.5
     assert hub_server.paths("/api/models") == ["/api/models"]
+
+
+class _PortalHandler(BaseHTTPRequestHandler):
+    """Answers every request with 200 and a web page, as a captive portal or a wrong URL does."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Sign in to the hotel Wi-Fi</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def portal_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PortalHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_endpoint_that_is_not_a_hub_is_one_clear_line(
+    hub_server: FakeHub, monkeypatch: pytest.MonkeyPatch, portal_url: str
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", portal_url)
+
+    with pytest.raises(HubError) as search:
+        search_models("tiny")
+    with pytest.raises(HubError) as listing:
+        list_repo_ggufs("acme/TinyLlama-GGUF")
+
+    for failed in (search, listing):
+        assert failed.value.kind == "protocol"
+        assert "is HF_ENDPOINT a Hugging Face Hub?" in str(failed.value)
+        assert "\n" not in str(failed.value)

@@ -1,4 +1,4 @@
-"""The Hub through huggingface_hub: settings read per call, one error type, a cancel token.
+"""The Hub through huggingface_hub: settings read per call, and one error type.
 
 huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE, the cache path and the token file once, at
 import. tui-llm reads them when each operation starts (`HubSettings.from_env`) and hands the
@@ -14,10 +14,10 @@ huggingface_hub itself is imported on first use, not when the app starts.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import ssl
-import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -35,7 +35,6 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_TIMEOUT_S",
     "LIBRARY_NAME",
-    "CancelToken",
     "HubCall",
     "HubError",
     "HubErrorKind",
@@ -198,39 +197,6 @@ def hub_api(settings: HubSettings) -> HfApi:
     )
 
 
-class CancelToken:
-    """A cancel flag that also shuts the socket in use, so a blocked read returns at once."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def cancel(self) -> None:
-        """Safe from any thread; the operation using this token raises HubError("cancelled")."""
-        self._event.set()
-        with self._lock:
-            sock = self._sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise HubError("cancelled", "download cancelled")
-
-    def attach(self, sock: socket.socket | None) -> None:
-        """Register the socket that `cancel` shuts (None to forget it)."""
-        with self._lock:
-            self._sock = sock
-        if sock is not None and self._event.is_set():
-            self.cancel()
-
-
 @dataclass(frozen=True)
 class HubCall:
     """The operation in progress in this thread: its settings, and what it is about."""
@@ -357,8 +323,9 @@ def _library_error(
         except RuntimeError:  # raised before a request was built
             url = None
         return network_error(exc, url, settings, during=f"requesting {what}")
-    if isinstance(exc, (ValueError, KeyError, TypeError)):
-        # The answer was not the JSON shape the Hub sends (a captive portal, a wrong HF_ENDPOINT).
+    if isinstance(exc, (json.JSONDecodeError, KeyError)):
+        # Not JSON, or JSON without the fields every Hub answer has (a captive portal, a wrong
+        # HF_ENDPOINT): the library's own parsing fails in one of these two ways.
         return HubError(
             "protocol",
             f"{what}: {_host(None, settings)} did not answer as a Hugging Face Hub does "

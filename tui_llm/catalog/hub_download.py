@@ -49,8 +49,8 @@ from filelock import Timeout as LockTimeout
 from tui_llm.catalog.gguf_reader import GGUFError
 from tui_llm.catalog.hub import QuantOption, check_repo_id
 from tui_llm.catalog.hub_cache import is_commit_hash, link_snapshot, repo_folder_name, write_ref
-from tui_llm.catalog.hub_client import CancelToken, HubError, HubSettings
-from tui_llm.catalog.hub_transfer import RemoteFile, remote_file, transfer
+from tui_llm.catalog.hub_client import HubError, HubSettings
+from tui_llm.catalog.hub_transfer import CancelToken, RemoteFile, remote_file, transfer
 from tui_llm.catalog.metadata import ModelInfo, human_bytes, read_model_info
 
 __all__ = ["CancelToken", "DownloadProgress", "DownloadRequest", "DownloadResult", "download"]

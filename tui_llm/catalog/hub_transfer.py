@@ -9,7 +9,10 @@ and not `hf_hub_download`.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,6 @@ from tui_llm.catalog.hub_cache import is_commit_hash
 from tui_llm.catalog.hub_client import (
     LIBRARY_NAME,
     LIBRARY_VERSION,
-    CancelToken,
     HubError,
     HubSettings,
     hub_call,
@@ -27,9 +29,42 @@ from tui_llm.catalog.hub_client import (
 )
 from tui_llm.catalog.metadata import human_bytes
 
-__all__ = ["ByteCounter", "RemoteFile", "remote_file", "transfer"]
+__all__ = ["ByteCounter", "CancelToken", "RemoteFile", "remote_file", "transfer"]
 
 _SAFE_ETAG = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z._-]*$")
+
+
+class CancelToken:
+    """A cancel flag that also shuts the socket in use, so a blocked read returns at once."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        """Safe from any thread; the operation using this token raises HubError("cancelled")."""
+        self._event.set()
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise HubError("cancelled", "download cancelled")
+
+    def attach(self, sock: socket.socket | None) -> None:
+        """Register the socket that `cancel` shuts (None to forget it)."""
+        with self._lock:
+            self._sock = sock
+        if sock is not None and self._event.is_set():
+            self.cancel()
 
 
 class ByteCounter(Protocol):

@@ -34,6 +34,9 @@ def hub_server(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    # The library's once-a-day fetch of /api/agent-harnesses (for its User-Agent) stays out of
+    # the request logs the tests read.
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     for name in (
@@ -54,12 +57,14 @@ def _match_huggingface_hub_constants(
 ) -> None:
     """huggingface_hub copies these variables at import; match them for any code that uses it.
 
-    tui-llm's own Hub code reads the environment per call and does not need this.
+    tui-llm's own Hub code reads the environment per call and passes the endpoint and the
+    token to the library; the tests that call `hf_hub_download` themselves need this.
     """
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is None:
         return
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
     template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"

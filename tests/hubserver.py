@@ -53,6 +53,8 @@ class FakeRepo:
 
 @dataclass
 class LoggedRequest:
+    """One request as received; `headers` keys in canonical case (``X-Hf-...``, ``Range``)."""
+
     method: str
     path: str
     query: dict[str, list[str]]
@@ -87,6 +89,7 @@ class FakeHub:
     cuts_remaining: int = 0
     stall_body_after_bytes: int | None = None
     stall_body_s: float = 0.0
+    _end_stall: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,6 +105,7 @@ class FakeHub:
         self.cuts_remaining = 0
         self.stall_body_after_bytes = None
         self.stall_body_s = 0.0
+        self._end_stall.clear()
 
     def start(self) -> str:
         handler = type("Handler", (_Handler,), {"hub": self})
@@ -111,6 +115,10 @@ class FakeHub:
         threading.Thread(target=server.serve_forever, name="fake-hub", daemon=True).start()
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
         return self.url
+
+    def end_stall(self) -> None:
+        """Let a transfer held by `stall_body_after_bytes` go on before `stall_body_s` is up."""
+        self._end_stall.set()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -136,6 +144,12 @@ class FakeHub:
         return bool(predicate())
 
 
+def _canonical(header: str) -> str:
+    """One spelling per header name (``authorization`` -> ``Authorization``): names are
+    case-insensitive, and httpx2 sends the ones huggingface_hub sets in lower case."""
+    return "-".join(part.capitalize() for part in header.split("-"))
+
+
 class _Handler(BaseHTTPRequestHandler):
     hub: FakeHub
     server_version = "FakeHub/1.0"
@@ -155,7 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(parts.path)
         query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-        self.hub.log(LoggedRequest(method, path, query, dict(self.headers.items())))
+        headers = {_canonical(name): value for name, value in self.headers.items()}
+        self.hub.log(LoggedRequest(method, path, query, headers))
         if self.hub.stall_s:
             time.sleep(self.hub.stall_s)
         try:
@@ -382,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
                 after = hub.stall_body_after_bytes
                 if after is not None and transfer.sent >= after and hub.stall_body_s:
                     hub.stall_body_after_bytes = None  # once: the retry goes through
-                    time.sleep(hub.stall_body_s)
+                    hub._end_stall.wait(hub.stall_body_s)
                 chunk = data[transfer.sent : transfer.sent + _SEND_CHUNK]
                 self.wfile.write(chunk)
                 transfer.sent += len(chunk)

@@ -188,6 +188,8 @@ async def test_download_shows_progress_queues_several_and_announces_the_path(
     hub_server: FakeHub,
 ) -> None:
     hub_server.throttle_bytes_per_s = 2_000_000
+    hub_server.stall_body_after_bytes = 512 * 1024  # F32 waits there until F16 is queued
+    hub_server.stall_body_s = 10
     panel = HubPanel(free_memory=gpu_of(int(1.5 * MIB)))
     app = HubApp(panel)
     async with app.run_test() as pilot:
@@ -202,6 +204,7 @@ async def test_download_shows_progress_queues_several_and_announces_the_path(
         shown = str(first.detail.content)
         assert " / 1." in shown and "MiB" in shown and "left" in shown, shown
         assert 0 < (first.bar.progress or 0) < (first.bar.total or 0)
+        hub_server.end_stall()
 
         await wait_until(pilot, lambda: len(app.downloaded) == 2)
         commit = hub_server.repos[TINY].commit
@@ -286,6 +289,28 @@ async def test_an_error_status_is_one_line_and_a_retry_works(
         hub_server.search_status = None
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: panel.result_repo_ids == [TINY])
+
+
+async def test_a_dropped_connection_is_one_line_and_ctrl_r_resumes_the_download(
+    hub_server: FakeHub,
+) -> None:
+    hub_server.cut_after_bytes = 256 * 1024
+    hub_server.cuts_remaining = 1
+    panel = HubPanel(free_memory=gpu_of(int(1.5 * MIB)))
+    app = HubApp(panel)
+    async with app.run_test() as pilot:
+        await open_repo(pilot, panel, "tiny", TINY)
+        await pilot.press("enter")  # the best fit, F16
+        await wait_until(pilot, lambda: "was cut after" in panel.status_text)
+        assert "\n" not in panel.status_text and "(Ctrl+R retries)" in panel.status_text
+        assert panel.download_rows[0].state == "failed"
+
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: len(app.downloaded) == 1)
+
+    assert app.downloaded[0].read_bytes() == hub_server.repos[TINY].files["TinyLlama-F16.gguf"]
+    gets = [r for r in hub_server.requests if r.method == "GET" and "/resolve/" in r.path]
+    assert gets[-1].headers.get("Range") == f"bytes={256 * 1024}-", "the retry resumed"
 
 
 async def test_a_gated_repository_shows_the_url_to_accept_the_license(

@@ -221,7 +221,11 @@ def test_download_reports_progress_and_lands_in_the_shared_cache(hub_server: Fak
     hub_server.requests.clear()
     again = download(request)
     assert again.model_path == result.model_path
-    assert [r.method for r in hub_server.requests] == ["HEAD"], "cached: no second transfer"
+    assert hub_server.requests == [], "in the cache at the listed commit: nothing is sent"
+
+    other_branch = DownloadRequest(request.repo_id, request.filenames, revision="main")
+    assert download(other_branch).model_path == result.model_path
+    assert [r.method for r in hub_server.requests] == ["HEAD"], "a branch is checked, not fetched"
 
 
 def test_huggingface_hub_and_tui_llm_share_the_downloaded_file(hub_server: FakeHub) -> None:
@@ -239,7 +243,7 @@ def test_huggingface_hub_and_tui_llm_share_the_downloaded_file(hub_server: FakeH
     ours = download(request_for("acme/TinyLlama-GGUF", "Q8_0"))
 
     assert str(ours.model_path) == theirs
-    assert [r.method for r in hub_server.requests] == ["GET", "HEAD"], "metadata only, no bytes"
+    assert [r.method for r in hub_server.requests] == ["GET"], "the listing only, no bytes"
 
 
 def test_split_model_downloads_every_shard_and_is_listed_once(hub_server: FakeHub) -> None:
@@ -365,10 +369,13 @@ def test_partial_and_broken_entries_are_never_listed(hub_server: FakeHub) -> Non
     good = download(request_for("acme/TinyLlama-GGUF", "Q8_0"))
     snapshot = good.model_path.parent
     (snapshot.parents[1] / "blobs" / ("0" * 64 + ".incomplete")).write_bytes(b"GGUF partial")
-    (snapshot / "Dangling-Q4_0.gguf").symlink_to("../../blobs/" + "1" * 64)
     shard = snapshot / "Half-Q8_0-00001-of-00002.gguf"
     shard.symlink_to(os.path.relpath(good.model_path.resolve(), snapshot))
+    broken = download(request_for("acme/Split-GGUF", "F16")).model_path
+    (broken.parent / "Dangling-Q4_0.gguf").symlink_to("../../blobs/" + "1" * 64)
 
+    # huggingface_hub's scan reports a repository with a dangling link as broken: all of it is
+    # left out (as `hf cache scan` shows it), the other repositories still list.
     assert [c.path for c in list_cached_ggufs()] == [good.model_path]
 
 
@@ -637,6 +644,25 @@ def test_cli_pull_errors_are_one_line_and_exit_2(
     assert result.stdout == ""
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("tui-llm: error: ")]
     assert words in line and result.stderr.endswith(line + "\n")
+
+
+def test_cli_pull_cut_connection_is_one_line_and_the_next_pull_resumes(
+    hub_server: FakeHub,
+) -> None:
+    hub_server.cut_after_bytes = 512 * 1024
+    hub_server.cuts_remaining = 1
+
+    failed = tui_llm("pull", "acme/TinyLlama-GGUF:F32")
+    pulled = tui_llm("pull", "acme/TinyLlama-GGUF:F32")
+
+    assert failed.returncode == 2 and failed.stdout == ""
+    (line,) = [line for line in failed.stderr.splitlines() if line.startswith("tui-llm: error: ")]
+    assert "was cut after 512 KiB" in line and "try again to resume" in line
+    assert pulled.returncode == 0, pulled.stderr
+    path = Path(pulled.stdout.strip())
+    assert path.read_bytes() == served(hub_server, "acme/TinyLlama-GGUF", "TinyLlama-F32.gguf")
+    last_get = [r for r in hub_server.requests if r.method == "GET"][-1]
+    assert last_get.headers.get("Range") == f"bytes={512 * 1024}-", "the second pull resumed"
 
 
 def test_cli_pull_offline_answers_from_the_cache(

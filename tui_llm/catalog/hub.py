@@ -1,23 +1,28 @@
 """The Hugging Face Hub: search GGUF repositories, list their quantizations, pick one that fits.
 
 Everything here blocks on the network (with the timeout of `HubSettings`); the UI runs it in a
-thread worker and drops stale answers. Downloads are in `hub_download` and `hub_queue`, the
-cache listing in `hub_cache`, the HTTP and the error type in `hub_http`. Settings are read from
-the environment on each call, so HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE and HF_TOKEN
-changes take effect without a restart.
+thread worker and drops stale answers. The requests are huggingface_hub's (`HfApi.list_models`
+with the gguf filter, `HfApi.model_info` with file sizes), run through `hub_client.hub_call`
+for the settings of the moment and one error type. Downloads are in `hub_download` and
+`hub_queue`, the cache listing in `hub_cache`. Settings are read from the environment on each
+call, so HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE and HF_TOKEN changes take effect without a
+restart.
 """
 
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from tui_llm.catalog.hub_http import HubError, HubSettings, get_json
+from tui_llm.catalog.hub_client import HubError, HubSettings, hub_api, hub_call
 from tui_llm.catalog.metadata import human_bytes
+
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import ExpandModelProperty_T, ModelInfo
 
 __all__ = [
     "GPU_HEADROOM",
@@ -42,7 +47,13 @@ __all__ = [
 
 # A model needs room beyond its weights (KV cache, compute buffers): plan for 20 % more.
 GPU_HEADROOM = 1.2
-SEARCH_EXPAND = ("downloads", "likes", "lastModified", "gguf", "gated")
+SEARCH_EXPAND: tuple[ExpandModelProperty_T, ...] = (
+    "downloads",
+    "likes",
+    "lastModified",
+    "gguf",
+    "gated",
+)
 
 # llama.cpp's split naming (llama_split_path): PREFIX-00001-of-00003.gguf.
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -135,56 +146,53 @@ def _as_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _gguf_fields(item: Mapping[str, object]) -> Mapping[str, object]:
-    gguf = item.get("gguf")
+def _gguf_fields(gguf: object) -> Mapping[str, object]:
     return MappingProxyType(dict(gguf)) if isinstance(gguf, dict) else MappingProxyType({})
 
 
-def _hub_model(item: Mapping[str, object]) -> HubModel | None:
-    repo_id = _as_str(item.get("id")) or _as_str(item.get("modelId"))
+def _is_gated(gated: object) -> bool:
+    """The Hub says False, "auto" or "manual"; older answers may say "false" or leave it out."""
+    return gated not in (None, False, "false")
+
+
+def _hub_model(info: ModelInfo) -> HubModel | None:
+    repo_id = _as_str(info.id)
     if repo_id is None:
         return None
-    gguf = _gguf_fields(item)
+    gguf = _gguf_fields(info.gguf)
+    last_modified = info.last_modified
     return HubModel(
         repo_id=repo_id,
-        downloads=_as_int(item.get("downloads")) or 0,
-        likes=_as_int(item.get("likes")) or 0,
-        last_modified=_parse_time(item.get("lastModified")),
+        downloads=_as_int(info.downloads) or 0,
+        likes=_as_int(info.likes) or 0,
+        last_modified=last_modified if isinstance(last_modified, datetime) else None,
         parameter_count=_as_int(gguf.get("total")),
         architecture=_as_str(gguf.get("architecture")),
         context_length=_as_int(gguf.get("context_length")),
-        gated=item.get("gated") not in (None, False, "false"),
+        gated=_is_gated(info.gated),
     )
 
 
 def search_models(
     query: str, *, limit: int = 30, settings: HubSettings | None = None
 ) -> list[HubModel]:
-    """GGUF repositories matching `query`, most downloaded first (one request, no retries)."""
+    """GGUF repositories matching `query`, most downloaded first (one request, no retries).
+
+    `HfApi.list_models` with the gguf filter, sorted by downloads, with the Hub's GGUF facts.
+    """
     hub = settings or HubSettings.from_env()
     hub.require_online("search the Hugging Face Hub")
-    params: list[tuple[str, str]] = [
-        ("search", query.strip()),
-        ("filter", "gguf"),
-        ("sort", "downloads"),
-        ("direction", "-1"),
-        ("limit", str(max(1, limit))),
-        *(("expand", field) for field in SEARCH_EXPAND),
-    ]
-    url = f"{hub.endpoint}/api/models?{urllib.parse.urlencode(params)}"
-    answer = get_json(url, hub, what="search")
-    if not isinstance(answer, list):
-        raise HubError("protocol", "search: the Hub's answer is not a list of models")
-    models = [_hub_model(item) for item in answer if isinstance(item, dict)]
+    with hub_call(hub, what="search"):
+        found = list(
+            hub_api(hub).list_models(
+                search=query.strip() or None,
+                filter="gguf",
+                sort="downloads",
+                limit=max(1, limit),
+                expand=list(SEARCH_EXPAND),
+            )
+        )
+    models = [_hub_model(info) for info in found]
     return [model for model in models if model is not None]
 
 
@@ -256,35 +264,29 @@ def group_gguf_files(
 def list_repo_ggufs(
     repo_id: str, *, revision: str = "main", settings: HubSettings | None = None
 ) -> RepoFiles:
-    """A repository's GGUF models with sizes (the model info endpoint with file metadata)."""
+    """A repository's GGUF models with sizes: `HfApi.model_info` with file metadata.
+
+    One request: with `files_metadata` the Hub lists every file with its size (where
+    `get_paths_info` would be a second round trip for the same sizes).
+    """
     hub = settings or HubSettings.from_env()
     check_repo_id(repo_id)
     hub.require_online(f"list the files of {repo_id}")
-    quoted_repo = urllib.parse.quote(repo_id, safe="/")
-    url = (
-        f"{hub.endpoint}/api/models/{quoted_repo}/revision/"
-        f"{urllib.parse.quote(revision, safe='')}?blobs=true"
-    )
-    answer = get_json(url, hub, what=repo_id, repo_id=repo_id)
-    if not isinstance(answer, dict):
-        raise HubError("protocol", f"{repo_id}: the Hub's answer is not a model description")
-    commit = _as_str(answer.get("sha")) or revision
+    with hub_call(hub, what=repo_id, repo_id=repo_id):
+        info = hub_api(hub).model_info(repo_id, revision=revision, files_metadata=True)
+    commit = _as_str(info.sha) or revision
     sizes: dict[str, int | None] = {}
-    siblings = answer.get("siblings")
-    for sibling in siblings if isinstance(siblings, list) else []:
-        if not isinstance(sibling, dict) or _as_str(sibling.get("rfilename")) is None:
-            continue
-        lfs = sibling.get("lfs")
-        size = _as_int(sibling.get("size"))
-        if size is None and isinstance(lfs, dict):
-            size = _as_int(lfs.get("size"))
-        sizes[str(sibling["rfilename"])] = size
+    for sibling in info.siblings or []:
+        size = _as_int(sibling.size)
+        if size is None and sibling.lfs is not None:
+            size = _as_int(sibling.lfs.size)
+        sizes[sibling.rfilename] = size
     return RepoFiles(
         repo_id=repo_id,
         commit=commit,
         options=group_gguf_files(repo_id, revision, commit, sizes),
-        gguf=_gguf_fields(answer),
-        gated=answer.get("gated") not in (None, False, "false"),
+        gguf=_gguf_fields(info.gguf),
+        gated=_is_gated(info.gated),
     )
 
 

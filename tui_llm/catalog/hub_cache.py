@@ -2,11 +2,14 @@
 
 ``HUB_CACHE/models--ORG--NAME/`` holds ``blobs/ETAG`` (file contents), ``snapshots/COMMIT/FILE``
 (a relative symlink to the blob per file) and ``refs/BRANCH`` (the commit a branch pointed at),
-as huggingface_hub reads and writes it.
+as huggingface_hub reads and writes it. The listing is huggingface_hub's `scan_cache_dir`;
+writing the two small pieces of the layout a download adds (a snapshot link, a ref) is here,
+because the library's own helpers for them are private.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_llm.catalog.hub import group_gguf_files
-from tui_llm.catalog.hub_http import HubSettings
+from tui_llm.catalog.hub_client import HubSettings
 
 __all__ = [
     "CachedGGUF",
@@ -24,6 +27,8 @@ __all__ = [
     "repo_folder_name",
     "write_ref",
 ]
+
+logger = logging.getLogger(__name__)
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -42,55 +47,62 @@ class CachedGGUF:
 
 def repo_folder_name(repo_id: str) -> str:
     """The cache folder of a model repository: models--ORG--NAME (huggingface_hub's layout)."""
-    return "--".join(("models", *repo_id.split("/")))
+    from huggingface_hub.file_download import repo_folder_name as library_folder_name
 
-
-def _repo_id_from_folder(folder_name: str) -> str | None:
-    kind, _, rest = folder_name.partition("--")
-    return rest.replace("--", "/") if kind == "models" and rest else None
+    return library_folder_name(repo_id=repo_id, repo_type="model")
 
 
 def list_cached_ggufs(settings: HubSettings | None = None) -> list[CachedGGUF]:
-    """Complete GGUF models in the Hugging Face cache; works offline.
+    """Complete GGUF models in the Hugging Face cache, by repository; works offline.
 
-    Only snapshot entries that resolve to a complete blob count: a download in progress lives in
-    `blobs/*.incomplete` and has no snapshot entry yet, and a split model is listed (once, by its
-    first shard) only when every shard is there. Vision projectors (mmproj) are not models.
+    huggingface_hub's `scan_cache_dir` lists the snapshot entries, so a download in progress
+    (``blobs/*.incomplete``, no snapshot entry yet) is not there; a split model is listed once,
+    by its first shard, only when every shard is there; vision projectors (mmproj) are not
+    models. A repository the scan finds broken (a snapshot link to a missing blob) is left out
+    whole, as `hf cache scan` reports it; the reason goes to the log.
     """
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
     cache_dir = (settings or HubSettings.from_env()).cache_dir
-    found: list[CachedGGUF] = []
-    seen: set[tuple[int, int]] = set()  # (device, inode): one blob in two snapshots counts once
     try:
-        repo_dirs = sorted(cache_dir.iterdir())
-    except OSError:
+        scan = scan_cache_dir(cache_dir)
+    except (CacheNotFound, ValueError, OSError):
         return []
-    for repo_dir in repo_dirs:
-        repo_id = _repo_id_from_folder(repo_dir.name)
-        snapshots = repo_dir / "snapshots"
-        if repo_id is None or not snapshots.is_dir():
+    for warning in scan.warnings:
+        logger.info("left out of the cache listing: %s", warning)
+    scanned_root = scan.cache_dir or cache_dir
+    found: list[CachedGGUF] = []
+    seen_blobs: set[Path] = set()  # one blob in two snapshots counts once
+    for repo in sorted(scan.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
             continue
-        for snapshot in sorted(p for p in snapshots.iterdir() if p.is_dir()):
-            entries = {
-                path.relative_to(snapshot).as_posix(): path
-                for path in snapshot.rglob("*")
-                if path.name.lower().endswith(".gguf") and path.is_file()
+        for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
+            files = {
+                entry.file_path.relative_to(revision.snapshot_path).as_posix(): entry
+                for entry in revision.files
+                if entry.file_name.lower().endswith(".gguf")
             }
+            sizes: dict[str, int | None] = {name: f.size_on_disk for name, f in files.items()}
             for option in group_gguf_files(
-                repo_id, snapshot.name, snapshot.name, dict.fromkeys(entries)
+                repo.repo_id, revision.commit_hash, revision.commit_hash, sizes
             ):
-                paths = tuple(entries[name] for name in option.filenames)
-                first = paths[0].stat()
-                if (first.st_dev, first.st_ino) in seen:
+                entries = [files[name] for name in option.filenames]
+                if entries[0].blob_path in seen_blobs:
                     continue
-                seen.add((first.st_dev, first.st_ino))
+                seen_blobs.add(entries[0].blob_path)
+                # Paths under the cache folder as configured (the scan resolves symlinks in it).
+                paths = tuple(
+                    cache_dir / entry.file_path.relative_to(scanned_root) for entry in entries
+                )
                 found.append(
                     CachedGGUF(
-                        repo_id=repo_id,
-                        commit=snapshot.name,
+                        repo_id=repo.repo_id,
+                        commit=revision.commit_hash,
                         filename=option.filenames[0],
                         path=paths[0],
                         shard_paths=paths,
-                        size_bytes=sum(p.stat().st_size for p in paths),
+                        size_bytes=sum(entry.size_on_disk for entry in entries),
                     )
                 )
     return found

@@ -2,20 +2,42 @@
 
 The files land where `hf_hub_download` puts them (``models--ORG--NAME/blobs/ETAG``, a snapshot
 symlink per file, ``refs/REVISION``, under huggingface_hub's own lock file), so every other tool
-on the machine shares them; we transfer the bytes ourselves over plain HTTP, never through Xet,
-because a Xet transfer runs in native threads that do not stop when asked, and cancel must
-really close the connection. A partial file is kept as ``ETAG.incomplete`` (never linked into a
-snapshot, so never listed as a model) and resumed with a Range request on the next try.
+on the machine shares them. A model already in the cache at the listed commit is found with
+`try_to_load_from_cache` and costs no request; otherwise `get_hf_file_metadata` (a HEAD of each
+file's resolve URL) gives the commit, the blob name, the size and where the bytes are. The bytes
+come through huggingface_hub's HTTP client (the one `hub_session` installs) in a transfer loop
+of our own (`hub_transfer`), not `hf_hub_download` in a child process, for what was measured
+on the fake Hub: huggingface_hub 2.4.0, a 34.2 MiB file sent at 8 MB/s, medians of 3 rounds
+(``python -m benchmarks.bench_hub_download``; the table is in docs/benchmarks.md):
+
+- Resume, the deciding reason. `hf_hub_download` writes to a temporary file of its own per call
+  and deletes it when the call fails; a killed child leaves it behind (10 MiB here, never used
+  again, still there after the next download) and the next run starts from byte 0. Our loop
+  kept what had arrived (12 MiB, after a cut or a kill of ``tui-llm pull``) and the next try
+  asked for the rest with a Range request. Within one call
+  the library resumes a cut connection itself, but only from its last whole 10 MiB chunk, after
+  a 1 s pause, up to five times, and without telling the caller (6.2 s in all, against 4.6 s
+  for our error and the user's retry).
+- Progress: our loop reports 10 updates/s, the first 0.05 s after the start; the child 0.95/s,
+  the first after 1.7 s: the library reports (and writes) in 10 MiB chunks, so a model under
+  10 MiB shows no progress until it is done and a slow link shows a bar that jumps.
+- Start: the child needs 0.41 s (a Python process, the library's import) before its first byte;
+  our loop 0.05 s.
+- Cancel: no reason either way. Our cancel returns in 1 ms (the token shuts the socket) and the
+  server sees the connection closed after 4 ms; killing the child takes 5 ms and 7 ms.
+- Xet: not measurable on the fake Hub. `hf_hub_download` takes the Xet path for Xet-backed
+  files (hf_xet's native threads, which only a kill stops); our loop always fetches the plain
+  HTTP location the Hub's resolve answer gives, so it forgoes Xet's chunk deduplication.
+
+A partial file is kept as ``ETAG.incomplete`` (never linked into a snapshot, so never listed as
+a model) and resumed with a Range request on the next try; a cancel removes it.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
-import re
 import shutil
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,22 +49,15 @@ from filelock import Timeout as LockTimeout
 from tui_llm.catalog.gguf_reader import GGUFError
 from tui_llm.catalog.hub import QuantOption, check_repo_id
 from tui_llm.catalog.hub_cache import is_commit_hash, link_snapshot, repo_folder_name, write_ref
-from tui_llm.catalog.hub_http import (
-    CancelToken,
-    HubError,
-    HubSettings,
-    network_error,
-    open_url,
-)
+from tui_llm.catalog.hub_client import HubError, HubSettings
+from tui_llm.catalog.hub_transfer import CancelToken, RemoteFile, remote_file, transfer
 from tui_llm.catalog.metadata import ModelInfo, human_bytes, read_model_info
 
 __all__ = ["CancelToken", "DownloadProgress", "DownloadRequest", "DownloadResult", "download"]
 
-_CHUNK_BYTES = 256 * 1024
 _PROGRESS_INTERVAL_S = 0.1
 _SPEED_WINDOW_S = 3.0
 _LOCK_POLL_S = 0.2
-_SAFE_ETAG = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z._-]*$")
 
 
 @dataclass(frozen=True)
@@ -92,15 +107,6 @@ class DownloadProgress:
     total_bytes: int | None
     bytes_per_s: float | None
     eta_s: float | None
-
-
-@dataclass(frozen=True)
-class _RemoteFile:
-    filename: str
-    url: str
-    etag: str
-    commit: str
-    size: int | None
 
 
 class _Meter:
@@ -153,60 +159,6 @@ class _Meter:
         )
 
 
-def _normalize_etag(etag: str | None) -> str | None:
-    """huggingface_hub's rule: drop a weak-validator prefix and the quotes."""
-    if not etag:
-        return None
-    return etag.removeprefix("W/").strip('"') or None
-
-
-def _resolve_url(settings: HubSettings, repo_id: str, revision: str, filename: str) -> str:
-    return (
-        f"{settings.endpoint}/{urllib.parse.quote(repo_id, safe='/')}/resolve/"
-        f"{urllib.parse.quote(revision, safe='')}/{urllib.parse.quote(filename)}"
-    )
-
-
-def _remote_file(
-    settings: HubSettings, request: DownloadRequest, filename: str, cancel: CancelToken
-) -> _RemoteFile:
-    """HEAD the file's resolve URL for its commit, blob name (ETag), size and download URL."""
-    url = _resolve_url(settings, request.repo_id, request.commit or request.revision, filename)
-    what = f"{request.repo_id}/{filename}"
-    response = open_url(
-        "HEAD",
-        url,
-        settings,
-        what=what,
-        repo_id=request.repo_id,
-        cross_host_redirects=False,
-        cancel=cancel,
-        ok_statuses=(200,),
-    )
-    response.close()
-    cancel.attach(None)
-    commit = response.header("X-Repo-Commit")
-    etag = _normalize_etag(response.header("X-Linked-Etag") or response.header("ETag"))
-    if not commit or not etag:
-        raise HubError(
-            "protocol",
-            f"{what}: the answer has no commit or ETag header (is HF_ENDPOINT a Hugging Face Hub?)",
-        )
-    if not is_commit_hash(commit) or not _SAFE_ETAG.match(etag):
-        raise HubError("protocol", f"{what}: the Hub sent a malformed commit or ETag header")
-    size_text = response.header("X-Linked-Size") or (
-        None if response.status != 200 else response.header("Content-Length")
-    )
-    location = response.header("Location")
-    return _RemoteFile(
-        filename=filename,
-        url=urllib.parse.urljoin(response.url, location) if location else response.url,
-        etag=etag,
-        commit=commit,
-        size=int(size_text) if size_text and size_text.isdigit() else None,
-    )
-
-
 def _check_filename(filename: str) -> None:
     """Refuse names that would land outside the snapshot folder (as hf_hub_download does)."""
     parts = filename.split("/")
@@ -225,77 +177,6 @@ def _acquire(lock: FileLock, cancel: CancelToken) -> None:
             continue
 
 
-def _content_range_start(value: str | None) -> int | None:
-    if not value or not value.startswith("bytes "):
-        return None
-    start, _, _ = value[len("bytes ") :].partition("-")
-    return int(start) if start.isdigit() else None
-
-
-def _transfer(
-    remote: _RemoteFile,
-    partial: Path,
-    settings: HubSettings,
-    cancel: CancelToken,
-    meter: _Meter,
-) -> None:
-    """Fetch the file into `partial`, resuming from the bytes already there."""
-    have = partial.stat().st_size if partial.exists() else 0
-    if remote.size is not None and have > remote.size:
-        partial.unlink()
-        have = 0
-    what = f"{remote.filename}"
-    if remote.size is not None and have == remote.size:
-        meter.skip(have)
-        return
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    response = open_url(
-        "GET",
-        remote.url,
-        settings,
-        what=what,
-        headers=headers,
-        cancel=cancel,
-        ok_statuses=(200, 206),
-    )
-    try:
-        if (
-            response.status == 206
-            and _content_range_start(response.header("Content-Range")) == have
-        ):
-            mode = "ab"
-        else:
-            have, mode = 0, "wb"
-        meter.skip(have)
-        with partial.open(mode) as out:
-            while True:
-                try:
-                    chunk = response.body.read1(_CHUNK_BYTES)
-                except (OSError, http.client.HTTPException) as exc:
-                    cancel.raise_if_cancelled()
-                    raise network_error(
-                        exc, remote.url, settings, during=f"downloading {remote.filename}"
-                    ) from None
-                cancel.raise_if_cancelled()
-                if not chunk:
-                    break
-                out.write(chunk)
-                have += len(chunk)
-                meter.add(len(chunk))
-        cut_short = bool(response.body.length)
-    finally:
-        cancel.attach(None)
-        response.close()
-    if cut_short or (remote.size is not None and have != remote.size):
-        host = urllib.parse.urlsplit(remote.url).netloc
-        raise HubError(
-            "interrupted",
-            f"the connection to {host} was cut after {human_bytes(have)}"
-            f"{f' of {human_bytes(remote.size)}' if remote.size is not None else ''} "
-            f"of {remote.filename}: try again to resume",
-        )
-
-
 def _check_disk(folder: Path, needed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
@@ -308,7 +189,7 @@ def _check_disk(folder: Path, needed: int) -> None:
 
 
 def _fetch_one(
-    remote: _RemoteFile,
+    remote: RemoteFile,
     storage: Path,
     settings: HubSettings,
     cancel: CancelToken,
@@ -329,7 +210,7 @@ def _fetch_one(
     try:
         if not blob.is_file():
             try:
-                _transfer(remote, partial, settings, cancel, meter)
+                transfer(remote, partial, settings, cancel, meter)
             except HubError as error:
                 if error.kind == "cancelled":
                     partial.unlink(missing_ok=True)
@@ -345,12 +226,60 @@ def _fetch_one(
     return pointer
 
 
-def _discard(pointers: list[Path], remotes: list[_RemoteFile], storage: Path) -> None:
+def _discard(pointers: list[Path], storage: Path) -> None:
     """Remove files that are not a valid model, so they are neither listed nor loaded."""
+    blobs = [pointer.resolve() for pointer in pointers]
     for pointer in pointers:
         pointer.unlink(missing_ok=True)
-    for remote in remotes:
-        (storage / "blobs" / remote.etag).unlink(missing_ok=True)
+    for blob in blobs:
+        if blob.parent == (storage / "blobs").resolve():
+            blob.unlink(missing_ok=True)
+
+
+def _cached_pointers(request: DownloadRequest, settings: HubSettings) -> list[Path] | None:
+    """Every file's snapshot path when the cache has them all at the request's commit, else None.
+
+    Only for a commit hash: a branch may have moved since, which only the Hub can tell.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if request.commit is None or not is_commit_hash(request.commit):
+        return None
+    found: list[Path] = []
+    for filename in request.filenames:
+        path = try_to_load_from_cache(
+            request.repo_id, filename, cache_dir=settings.cache_dir, revision=request.commit
+        )
+        if not isinstance(path, str):
+            return None
+        found.append(Path(path))
+    return found
+
+
+def _fetch_all(
+    request: DownloadRequest,
+    storage: Path,
+    settings: HubSettings,
+    cancel: CancelToken,
+    meter_for: Callable[[int | None], _Meter],
+) -> tuple[str, list[Path], _Meter]:
+    """Fetch every file of the request that the cache lacks; (commit, snapshot paths, meter)."""
+    remotes: list[RemoteFile] = []
+    for name in request.filenames:
+        cancel.raise_if_cancelled()
+        revision = request.commit or request.revision
+        remotes.append(remote_file(settings, request.repo_id, revision, name))
+    sizes = [r.size for r in remotes]
+    meter = meter_for(None if None in sizes else sum(s or 0 for s in sizes))
+    missing = sum(
+        (r.size or 0)
+        for r in remotes
+        if not (storage / "blobs" / r.etag).is_file()
+        and not (storage / "snapshots" / r.commit / r.filename).is_file()
+    )
+    _check_disk(storage / "blobs", missing)
+    pointers = [_fetch_one(remote, storage, settings, cancel, meter) for remote in remotes]
+    return remotes[0].commit, pointers, meter
 
 
 def download(
@@ -365,31 +294,30 @@ def download(
 
     Raises HubError; kind "invalid" when the bytes are not a GGUF model (the files are removed
     from the cache), "cancelled" after `cancel.cancel()` (the partial file is removed). After
-    any other error the partial file is kept and the next call resumes it.
+    any other error the partial file is kept and the next call resumes it. A model the cache
+    already has at `request.commit` is returned without any request, offline too.
     """
     hub = settings or HubSettings.from_env()
     token = cancel or CancelToken()
-    hub.require_online(f"download {request.label}")
     check_repo_id(request.repo_id)
     if not request.filenames:
         raise HubError("not_found", f"{request.repo_id}: no file to download")
     for filename in request.filenames:
         _check_filename(filename)
     storage = hub.cache_dir / repo_folder_name(request.repo_id)
-    remotes = [_remote_file(hub, request, name, token) for name in request.filenames]
-    commit = remotes[0].commit
-    sizes = [r.size for r in remotes]
-    total = None if None in sizes else sum(s or 0 for s in sizes)
-    missing = sum(
-        (r.size or 0)
-        for r in remotes
-        if not (storage / "blobs" / r.etag).is_file()
-        and not (storage / "snapshots" / r.commit / r.filename).is_file()
-    )
-    meter = _Meter(request, job_id, total, on_progress)
+
+    def meter_for(total: int | None) -> _Meter:
+        return _Meter(request, job_id, total, on_progress)
+
     try:
-        _check_disk(storage / "blobs", missing)
-        pointers = [_fetch_one(remote, storage, hub, token, meter) for remote in remotes]
+        cached = _cached_pointers(request, hub)
+        if cached is not None and request.commit is not None:
+            commit, pointers = request.commit, cached
+            meter = meter_for(sum(p.stat().st_size for p in pointers))
+            meter.skip(meter.total or 0)
+        else:
+            hub.require_online(f"download {request.label}")
+            commit, pointers, meter = _fetch_all(request, storage, hub, token, meter_for)
         write_ref(storage, request.revision, commit)
     except OSError as exc:
         raise HubError(
@@ -399,7 +327,7 @@ def download(
     try:
         info = read_model_info(pointers[0])
     except (GGUFError, OSError) as exc:
-        _discard(pointers, remotes, storage)
+        _discard(pointers, storage)
         raise HubError(
             "invalid",
             f"{request.label} is not a valid GGUF model "

@@ -11,13 +11,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tui_llm.catalog.hub_client import HubError, HubSettings
 from tui_llm.catalog.hub_download import (
     DownloadProgress,
     DownloadRequest,
     DownloadResult,
     download,
 )
-from tui_llm.catalog.hub_http import CancelToken, HubError, HubSettings
+from tui_llm.catalog.hub_transfer import CancelToken
 
 __all__ = [
     "DownloadCancelled",

@@ -28,7 +28,7 @@ def test_the_library_is_imported_on_first_use_and_the_catalog_stays_textual_free
     code = (
         "import sys\n"
         "import tui_llm.catalog.hub, tui_llm.catalog.hub_download, tui_llm.catalog.hub_queue\n"
-        "import tui_llm.catalog.hub_cache, tui_llm.catalog.hub_cli\n"
+        "import tui_llm.catalog.hub_cache, tui_llm.cli.hub\n"
         "print(sorted(m for m in ('huggingface_hub', 'textual', 'rich') if m in sys.modules))\n"
         "from tui_llm.catalog.hub_cache import list_cached_ggufs\n"
         "list_cached_ggufs()\n"

@@ -2,7 +2,7 @@
 
 Everything here blocks on the network (with the timeout of `HubSettings`); the UI runs it in a
 thread worker and drops stale answers. The requests are huggingface_hub's (`HfApi.list_models`
-with the gguf filter, `HfApi.model_info` with file sizes), run through `hub_client.hub_call`
+with the gguf filter, `HfApi.model_info` with file sizes), run through `hub_session.hub_call`
 for the settings of the moment and one error type. Downloads are in `hub_download` and
 `hub_queue`, the cache listing in `hub_cache`. Settings are read from the environment on each
 call, so HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE and HF_TOKEN changes take effect without a
@@ -18,7 +18,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from tui_llm.catalog.hub_client import HubError, HubSettings, hub_api, hub_call
+from tui_llm.catalog.hub_client import HubError, HubSettings, hub_api
 from tui_llm.catalog.metadata import human_bytes
 
 if TYPE_CHECKING:
@@ -182,6 +182,8 @@ def search_models(
     """
     hub = settings or HubSettings.from_env()
     hub.require_online("search the Hugging Face Hub")
+    from tui_llm.catalog.hub_session import hub_call  # imports the library: on first use
+
     with hub_call(hub, what="search"):
         found = list(
             hub_api(hub).list_models(
@@ -272,6 +274,8 @@ def list_repo_ggufs(
     hub = settings or HubSettings.from_env()
     check_repo_id(repo_id)
     hub.require_online(f"list the files of {repo_id}")
+    from tui_llm.catalog.hub_session import hub_call  # imports the library: on first use
+
     with hub_call(hub, what=repo_id, repo_id=repo_id):
         info = hub_api(hub).model_info(repo_id, revision=revision, files_metadata=True)
     commit = _as_str(info.sha) or revision

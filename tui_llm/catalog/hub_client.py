@@ -3,9 +3,9 @@
 huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE, the cache path and the token file once, at
 import. tui-llm reads them when each operation starts (`HubSettings.from_env`) and hands the
 endpoint and the token to `HfApi` and `get_hf_file_metadata` on each call, so a change applies
-without a restart. Every library call runs inside `hub_call`, which installs tui-llm's HTTP
-client into the library (see `hub_session`: a timeout on every request, no hidden retries) and
-turns the library's typed errors (gated, repository, revision or file not found, HTTP status,
+without a restart. Every library call runs inside `hub_session.hub_call`, which installs
+tui-llm's HTTP client into the library (a timeout on every request, no hidden retries) and turns
+the library's typed errors (gated, repository, revision or file not found, HTTP status,
 transport) into one `HubError` whose text is one line for the user.
 
 huggingface_hub itself is imported on first use, not when the app starts.
@@ -13,14 +13,13 @@ huggingface_hub itself is imported on first use, not when the app starts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -42,7 +41,6 @@ __all__ = [
     "current_call",
     "hub_api",
     "hub_cache_dir",
-    "hub_call",
     "network_error",
     "timeout_from_env",
 ]
@@ -214,28 +212,14 @@ def current_call() -> HubCall | None:
     return _CURRENT_CALL.get()
 
 
-@contextlib.contextmanager
-def hub_call(settings: HubSettings, *, what: str, repo_id: str | None = None) -> Iterator[None]:
-    """Run huggingface_hub calls with `settings`: errors come out as one HubError.
+def enter_call(call: HubCall) -> Token[HubCall | None]:
+    """Make ``call`` the current one (``hub_session.hub_call``); returns what ``leave_call``
+    takes."""
+    return _CURRENT_CALL.set(call)
 
-    `what` names the thing asked for in messages ("search", "org/repo", "org/repo/file.gguf").
-    Exceptions that are not the library's or the network's pass through unchanged.
-    """
-    from tui_llm.catalog.hub_session import install_client
 
-    install_client()
-    reset = _CURRENT_CALL.set(HubCall(settings, what, repo_id))
-    try:
-        yield
-    except HubError:
-        raise
-    except Exception as exc:
-        error = _library_error(exc, settings, what=what, repo_id=repo_id)
-        if error is None:
-            raise
-        raise error from None
-    finally:
-        _CURRENT_CALL.reset(reset)
+def leave_call(token: Token[HubCall | None]) -> None:
+    _CURRENT_CALL.reset(token)
 
 
 def _host(url: str | None, settings: HubSettings) -> str:
@@ -278,7 +262,7 @@ def network_error(
     )
 
 
-def _library_error(
+def library_error(
     exc: Exception, settings: HubSettings, *, what: str, repo_id: str | None
 ) -> HubError | None:
     """The HubError for one of huggingface_hub's errors, or None for anything else."""

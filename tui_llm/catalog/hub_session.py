@@ -18,15 +18,27 @@ operating system's trust store (httpx2's default). Importing this module imports
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 from huggingface_hub import hf_raise_for_status, set_client_factory
 
-from tui_llm.catalog.hub_client import current_call, network_error, timeout_from_env
+from tui_llm.catalog.hub_client import (
+    HubCall,
+    HubError,
+    HubSettings,
+    current_call,
+    enter_call,
+    leave_call,
+    library_error,
+    network_error,
+    timeout_from_env,
+)
 
-__all__ = ["RETRIED_STATUSES", "HubClient", "install_client"]
+__all__ = ["RETRIED_STATUSES", "HubClient", "hub_call", "install_client"]
 
 # The statuses huggingface_hub's http_backoff retries by default.
 RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -88,3 +100,25 @@ def install_client() -> None:
         if not _installed:
             set_client_factory(_make_client)
             _installed = True
+
+
+@contextlib.contextmanager
+def hub_call(settings: HubSettings, *, what: str, repo_id: str | None = None) -> Iterator[None]:
+    """Run huggingface_hub calls with `settings`: errors come out as one HubError.
+
+    `what` names the thing asked for in messages ("search", "org/repo", "org/repo/file.gguf").
+    Exceptions that are not the library's or the network's pass through unchanged.
+    """
+    install_client()
+    reset = enter_call(HubCall(settings, what, repo_id))
+    try:
+        yield
+    except HubError:
+        raise
+    except Exception as exc:
+        error = library_error(exc, settings, what=what, repo_id=repo_id)
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        leave_call(reset)

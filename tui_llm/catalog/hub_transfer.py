@@ -24,7 +24,6 @@ from tui_llm.catalog.hub_client import (
     LIBRARY_VERSION,
     HubError,
     HubSettings,
-    hub_call,
     network_error,
 )
 from tui_llm.catalog.metadata import human_bytes
@@ -93,6 +92,8 @@ def remote_file(settings: HubSettings, repo_id: str, revision: str, filename: st
     metadata itself, and its location is where the bytes are fetched from, without the token.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    from tui_llm.catalog.hub_session import hub_call
 
     url = hf_hub_url(repo_id, filename, revision=revision, endpoint=settings.endpoint)
     what = f"{repo_id}/{filename}"
@@ -164,6 +165,8 @@ def transfer(
     """
     import httpx2
     from huggingface_hub import get_session, hf_raise_for_status
+
+    from tui_llm.catalog.hub_session import hub_call
 
     have = partial.stat().st_size if partial.exists() else 0
     if remote.size is not None and have > remote.size:

@@ -12,12 +12,11 @@ import itertools
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_llm import paths
+from tui_llm.engine.logfiles import new_log_path, read_log_tail
 from tui_llm.engine.logsink import last_error_line
 from tui_llm.engine.protocol import (
     BenchEvent,
@@ -46,8 +45,6 @@ from tui_llm.engine.protocol import (
     encode,
 )
 
-_LOGS_KEPT = 10
-
 
 class EngineError(Exception):
     """A request failed; ``str()`` is one line for the user, ``kind`` says what went wrong."""
@@ -61,22 +58,6 @@ class EngineError(Exception):
 @dataclass
 class _Pending:
     queue: asyncio.Queue[Event | EngineError] = field(default_factory=asyncio.Queue)
-
-
-def new_log_path() -> Path:
-    """A fresh log file for one engine process; old ones beyond the last few are removed."""
-    folder = paths.log_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = folder / f"engine-{stamp}-{os.getpid()}-{next(_log_counter)}.log"
-    old = sorted(folder.glob("engine-*.log"), key=lambda p: p.stat().st_mtime)
-    for stale in old[: max(0, len(old) - _LOGS_KEPT + 1)]:
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    return path
-
-
-_log_counter = itertools.count(1)
 
 
 class EngineClient:
@@ -216,17 +197,7 @@ class EngineClient:
 
     def log_tail(self, lines: int = 12) -> list[str]:
         """The last lines of this engine's llama.cpp log."""
-        if self.log_path is None:
-            return []
-        try:
-            with open(self.log_path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 16384))
-                text = handle.read().decode("utf-8", errors="replace")
-        except OSError:
-            return []
-        return text.splitlines()[-lines:]
+        return read_log_tail(self.log_path, lines) if self.log_path is not None else []
 
     # ---- requests --------------------------------------------------------------------------
 

@@ -3,26 +3,26 @@
 Nothing here waits on the network in the UI thread. Searches and file listings run in thread
 workers whose answers carry a sequence number: a running HTTP request cannot be cancelled, so
 an answer to a superseded request is dropped when it arrives. Downloads run in `DownloadQueue`'s
-thread, whose callbacks only post messages. Remote text (repository and file names, the Hub's
-errors) is shown literally (``tui_llm.widgets.literal``): brackets are shown, not parsed, and
-control characters are made visible.
+thread, whose callbacks only post messages. The panel holds the search box and the status line
+and wires the parts together: the results and files tables are in ``hub_tables``, the downloads
+list (which owns the queue) in ``hub_downloads``. Remote text (repository and file names, the
+Hub's errors) is shown literally (``tui_llm.widgets.literal``): brackets are shown, not parsed,
+and control characters are made visible.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from functools import partial
 from typing import ClassVar
 
 import psutil
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.timer import Timer
-from textual.widgets import DataTable, Input, ListView, Static
+from textual.widgets import DataTable, Input, Static
 
 from tui_llm.catalog.hub import (
     FitBadge,
@@ -39,22 +39,17 @@ from tui_llm.catalog.hub_queue import (
     DownloadEvent,
     DownloadFailed,
     DownloadFinished,
-    DownloadProgress,
-    DownloadQueue,
-    DownloadQueued,
-    DownloadStarted,
 )
-from tui_llm.catalog.metadata import human_bytes, human_count
-from tui_llm.widgets.hub_downloads import DownloadRow, HubDownloadEvent
+from tui_llm.widgets.hub_downloads import DownloadList, DownloadRow, HubDownloadEvent
 from tui_llm.widgets.hub_messages import HubFilesAnswer, HubModelDownloaded, HubSearchAnswer
+from tui_llm.widgets.hub_tables import BEST_MARKER, HubFiles, HubResults
 from tui_llm.widgets.inputs import InertInput
-from tui_llm.widgets.literal import literal, literal_text, notify_literal
+from tui_llm.widgets.literal import literal, notify_literal
 
-__all__ = ["OFFLINE_TEXT", "FreeMemory", "HubPanel", "host_free_memory"]
+__all__ = ["BEST_MARKER", "OFFLINE_TEXT", "FreeMemory", "HubPanel", "host_free_memory"]
 
 OFFLINE_TEXT = "Offline (HF_HUB_OFFLINE is set): the Hub is not reachable; local models still work"
 SEARCH_DEBOUNCE_S = 0.3
-BEST_MARKER = "★"
 
 FreeMemory = Callable[[], tuple[int | None, int | None]]
 """Free (GPU memory, host RAM) in bytes, None where unknown; called from a worker thread."""
@@ -112,52 +107,31 @@ class HubPanel(Vertical):
         self._search_seq = 0
         self._files_seq = 0
         self._debounce: Timer | None = None
-        self._queue: DownloadQueue | None = None
-        self._closed = False
-        self._rows: dict[int, DownloadRow] = {}
+        self._downloads = DownloadList(
+            self._post_download_event, id="hub-downloads", classes="-hidden"
+        )
         self._retry: Callable[[], None] | None = None
         self._focus_results_on_answer = False
 
     def compose(self) -> ComposeResult:
         yield InertInput(placeholder="search GGUF models on Hugging Face…", id="hub-query")
         yield Static("Type to search the Hub.", markup=False, id="hub-status")
-        results: DataTable[str | Text] = DataTable(
-            cursor_type="row", zebra_stripes=True, id="hub-results"
-        )
-        yield results
+        yield HubResults(id="hub-results")
         yield Static("", markup=False, id="hub-files-title", classes="-hidden")
-        files: DataTable[str | Text] = DataTable(cursor_type="row", id="hub-files")
-        files.add_class("-hidden")
-        yield files
-        yield ListView(id="hub-downloads", classes="-hidden")
+        yield HubFiles(id="hub-files", classes="-hidden")
+        yield self._downloads
 
     def on_mount(self) -> None:
-        results = self._results
-        for name in ("Repository", "Downloads", "Likes", "Updated", "Params", "Arch"):
-            results.add_column(name, key=name.lower())
-        for name in ("", "Quant", "Files", "Size", "Fit"):
-            self._files.add_column(name, key=name.lower() or "best")
         if HubSettings.from_env().offline:
             self._go_offline()
 
-    async def on_unmount(self) -> None:
-        """Cancel every download; closing waits for the worker thread, so not in the UI thread."""
-        self._closed = True
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            await asyncio.to_thread(queue.close)
+    @property
+    def _results(self) -> HubResults:
+        return self.query_one("#hub-results", HubResults)
 
     @property
-    def _results(self) -> DataTable[str | Text]:
-        return self.query_one("#hub-results", DataTable)
-
-    @property
-    def _files(self) -> DataTable[str | Text]:
-        return self.query_one("#hub-files", DataTable)
-
-    @property
-    def _downloads(self) -> ListView:
-        return self.query_one("#hub-downloads", ListView)
+    def _files(self) -> HubFiles:
+        return self.query_one("#hub-files", HubFiles)
 
     @property
     def status_text(self) -> str:
@@ -239,22 +213,9 @@ class HubPanel(Vertical):
         if answer.error is not None:
             self._show_error(answer.error, partial(self.search, answer.query))
             return
-        models = sorted(answer.models or [], key=lambda m: m.downloads, reverse=True)
+        models = answer.models or []
         table = self._results
-        table.clear()
-        for model in models:
-            name = literal_text(model.repo_id, max_chars=200, one_line=True)
-            if model.gated:
-                name.append(" (gated)", style="dim")
-            table.add_row(
-                name,
-                human_count(model.downloads),
-                human_count(model.likes),
-                model.last_modified.strftime("%Y-%m-%d") if model.last_modified else "",
-                human_count(model.parameter_count) if model.parameter_count else "",
-                literal_text(model.architecture or "", max_chars=40, one_line=True),
-                key=model.repo_id,
-            )
+        table.show_models(models)
         self._retry = None
         if self._focus_results_on_answer and models:
             table.focus()
@@ -264,8 +225,7 @@ class HubPanel(Vertical):
     @property
     def result_repo_ids(self) -> list[str]:
         """Repository ids in the results table, top to bottom."""
-        table = self._results
-        return [str(row.key.value) for row in table.ordered_rows]
+        return self._results.repo_ids
 
     # -- files -----------------------------------------------------------------------------
 
@@ -316,17 +276,7 @@ class HubPanel(Vertical):
             return
         self.rated_options = rated = answer.rated or []
         table = self._files
-        table.clear()
-        for index, item in enumerate(rated):
-            option = item.option
-            table.add_row(
-                BEST_MARKER if item.best else "",
-                literal_text(option.quantization, max_chars=40, one_line=True),
-                str(len(option.filenames)),
-                option.size_text,
-                literal_text(item.badge, one_line=True),
-                key=str(index),
-            )
+        table.show_options(rated)
         title = self.query_one("#hub-files-title", Static)
         title.update(literal(f"{answer.repo_id} · {len(rated)} models · Enter downloads"))
         for widget in (title, table):
@@ -354,11 +304,7 @@ class HubPanel(Vertical):
         if self.offline:
             self._set_status(OFFLINE_TEXT, "offline")
             return None
-        if self._closed:
-            return None
-        if self._queue is None:
-            self._queue = DownloadQueue(self._post_download_event)
-        return self._queue.submit(request)
+        return self._downloads.submit(request)
 
     def _download_again(self, request: DownloadRequest) -> None:
         self.download(request)
@@ -370,52 +316,24 @@ class HubPanel(Vertical):
     @property
     def download_rows(self) -> list[DownloadRow]:
         """The download rows, oldest first."""
-        return list(self._rows.values())
+        return self._downloads.download_rows
 
     async def on_hub_download_event(self, message: HubDownloadEvent) -> None:
         event = message.event
-        row = self._rows.get(event.job_id)
-        if row is None:
-            row = self._rows[event.job_id] = DownloadRow(event.job_id, event.request)
-            downloads = self._downloads
-            downloads.remove_class("-hidden")
-            await downloads.append(row)
-            if downloads.index is None:
-                downloads.index = 0
-        name = event.request.filenames[0].rsplit("/", 1)[-1]
-        if isinstance(event, DownloadQueued):
-            row.show("queued", "queued")
-        elif isinstance(event, DownloadStarted):
-            row.show("running", "starting…")
-        elif isinstance(event, DownloadProgress):
-            row.show_progress(event)
-        elif isinstance(event, DownloadFinished):
-            path = event.result.model_path
-            row.bar.update(total=1, progress=1)
-            size = event.request.size_bytes
-            row.show("done", f"done · {human_bytes(size)}" if size else "done")
-            self.post_message(HubModelDownloaded(path, event.result))
+        await self._downloads.show_event(event)
+        if isinstance(event, DownloadFinished):
+            self.post_message(HubModelDownloaded(event.result.model_path, event.result))
+            name = event.request.filenames[0].rsplit("/", 1)[-1]
             notify_literal(self, f"downloaded {name} — Enter in the local list loads it")
         elif isinstance(event, DownloadFailed):
-            row.show("failed", f"failed: {event.error.kind}")
             self._show_error(event.error, partial(self._download_again, event.request))
         elif isinstance(event, DownloadCancelled):
-            row.show("cancelled", "cancelled")
             self._set_status(f"Cancelled {event.request.label}")
 
     def action_cancel_download(self) -> None:
         """Cancel the download highlighted in the list, else the newest one still active."""
-        downloads = self._downloads
-        highlighted = downloads.highlighted_child
-        if downloads.has_focus and isinstance(highlighted, DownloadRow) and highlighted.active:
-            row: DownloadRow | None = highlighted
-        else:
-            row = next((r for r in reversed(self._rows.values()) if r.active), None)
-        if row is None or self._queue is None:
+        if not self._downloads.cancel_download():
             self._set_status("No download to cancel")
-            return
-        if self._queue.cancel(row.job_id):
-            row.show("cancelling", "cancelling…")
 
     # -- keys ------------------------------------------------------------------------------
 

@@ -99,6 +99,11 @@ def system_commands(app: TuiLlmApp, main: MainScreen) -> Iterator[SystemCommand]
         "GPU offload", "Focus the offload control (Ctrl+O)", main.action_focus_offload
     )
     yield SystemCommand(
+        "Offload sweep",
+        "Tokens/s at each GPU offload level of the loaded model (b in the offload panel)",
+        main.action_offload_sweep,
+    )
+    yield SystemCommand(
         "Restart engine",
         "After a crash, with fewer GPU layers (F5)",
         main.action_restart_engine,

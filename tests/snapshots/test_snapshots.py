@@ -204,8 +204,8 @@ def test_help_screen(snap_compare: Any, local_models: list[LocalModel]) -> None:
         await main_view(local_models)(pilot)
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
-        # The Markdown mounts its blocks in steps: wait for all four key tables.
-        await wait_until(pilot, lambda: len(pilot.app.screen.query("MarkdownTable")) == 4)
+        # The Markdown mounts its blocks in steps: wait for all five key tables.
+        await wait_until(pilot, lambda: len(pilot.app.screen.query("MarkdownTable")) == 5)
 
     app = build_app(local_models)
     assert snap_compare(app, terminal_size=(100, 40), run_before=run_before)

@@ -48,7 +48,17 @@ Every key below passes through tmux and SSH. Everything is also in the command p
 | c / f / k | context size / flash attention / KV cache type |
 | Enter | apply: reloads in the background, the conversation stays |
 | Esc | back to what is loaded |
+| b | offload sweep: tokens/s at each offload level (below) |
 | F5 | restart the engine after a crash (with fewer GPU layers) |
+
+## Offload sweep (b in the offload panel, or "Offload sweep" in the palette)
+| Key | Does |
+|---|---|
+| Enter or r | run the sweep as the form says (levels such as `0,8,16,all`, `auto`, `0-32+8`) |
+| c | back to the chat while it measures (a message you send waits for the end) |
+| a | apply the fastest level that loaded (the conversation stays) |
+| e | earlier sweeps of this model: Enter compares with one, Delete removes |
+| Esc or q | stop after the measurement at hand and close: the model comes back as it was |
 
 ## App
 | Key | Does |

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from tui_llm.config import model_file_identity
+from tui_llm.engine.client import EngineError
 from tui_llm.messages import (
     ApplyLoadSettings,
     FitLabelsChanged,
@@ -22,6 +23,7 @@ from tui_llm.messages import (
 )
 from tui_llm.screens.chat_screen import ChatScreen
 from tui_llm.screens.engine_screen import EMPTY_CHAT, StatusBar
+from tui_llm.screens.sweep_run import SweepRun
 from tui_llm.store.recorder import ConversationRecorder
 from tui_llm.widgets.browser import ModelBrowser
 from tui_llm.widgets.chat import ChatView
@@ -185,6 +187,8 @@ class MainScreen(ChatScreen):
     @on(ApplyLoadSettings)
     def on_apply(self, event: ApplyLoadSettings) -> None:
         self.focus_prompt()
+        if self._sweep_holds_engine(say=True):
+            return
         if self.loaded is None or self.model_loading:
             self.notify("Nothing loaded to apply the change to.", severity="warning")
             return
@@ -196,6 +200,56 @@ class MainScreen(ChatScreen):
             kv_cache_type=event.kv_cache_type,
         )
         self.run_load(settings)
+
+    # ---- the offload sweep -------------------------------------------------------------------
+
+    sweep_run: SweepRun | None = None
+
+    @on(OffloadPanel.SweepRequested)
+    def on_sweep_requested(self, _event: OffloadPanel.SweepRequested) -> None:
+        self.action_offload_sweep()
+
+    def action_offload_sweep(self) -> None:
+        """The sweep screen: the running sweep's, else a new one for the loaded model."""
+        from tui_llm.screens.sweep import SweepScreen
+
+        run = self.sweep_run
+        if run is None or not (run.holds_engine or run.is_for(self.loaded)):
+            if self.loaded is None:
+                self.notify("Load a model first: the sweep measures the loaded model.")
+                return
+            run = self.sweep_run = SweepRun(self, self.loaded)
+        # Back from the sweep, the message box has the focus (the sweep was opened from the
+        # offload panel, whose single-letter keys would take what the user types next).
+        self.app.push_screen(SweepScreen(run), lambda _result: self.focus_prompt())
+
+    def _sweep_holds_engine(self, say: bool = False) -> bool:
+        """Whether a sweep is using the engine (``say``: tell the user their load must wait)."""
+        holds = self.sweep_run is not None and self.sweep_run.holds_engine
+        if holds and say:
+            self.notify(
+                "An offload sweep is using the model: wait for it or stop it (b in the offload "
+                "panel shows it).",
+                severity="warning",
+            )
+        return holds
+
+    def start_reply(self) -> None:
+        """A reply waits while a sweep holds the engine: it starts when the model is back."""
+        if self._sweep_holds_engine():
+            self._send_when_loaded = True
+            self.notify("An offload sweep is running; your message is sent when it ends.")
+            return
+        super().start_reply()
+
+    def load_model(self, path: Path, offload: int | str | None = None) -> None:
+        if not self._sweep_holds_engine(say=True):
+            super().load_model(path, offload)
+
+    def on_engine_crashed(self, error: EngineError) -> None:
+        """A level that crashed the engine is the sweep's: it notes the level and goes on."""
+        if not self._sweep_holds_engine():
+            super().on_engine_crashed(error)
 
     @on(ModelsScanned)
     def on_models_scanned(self, event: ModelsScanned) -> None:

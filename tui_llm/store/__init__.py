@@ -1,4 +1,5 @@
-"""Conversations saved in SQLite (WAL, ``PRAGMA user_version`` migrations, one writer)."""
+"""Conversations and offload sweeps saved in SQLite (WAL, ``PRAGMA user_version`` migrations,
+one writer)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tui_llm.store.records import (
     StoreErrorKind,
     auto_title,
 )
+from tui_llm.store.sweeps import StoredSweep, SweepStore, SweepSummary
 
 __all__ = [
     "DATABASE_NAME",
@@ -26,6 +28,9 @@ __all__ = [
     "StoreErrorKind",
     "StoredConversation",
     "StoredMessage",
+    "StoredSweep",
+    "SweepStore",
+    "SweepSummary",
     "auto_title",
     "default_path",
 ]

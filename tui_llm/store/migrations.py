@@ -1,4 +1,4 @@
-"""Schema migrations for the conversation store, keyed by ``PRAGMA user_version``.
+"""Schema migrations of the store (conversations, sweeps), keyed by ``PRAGMA user_version``.
 
 ``MIGRATIONS[n]`` is the SQL script that takes a database from version ``n`` to ``n + 1``; a new
 database (version 0) runs them all. Append new scripts, never edit a released one. A migration that
@@ -39,9 +39,21 @@ _V2 = """
 ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
 """
 
+# Offload sweeps (tokens/s at each GPU offload level), one row each: the whole ``SweepResult`` as
+# JSON, with the model and the start time apart for listing a model's sweeps newest first.
+_V3 = """
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_path TEXT NOT NULL,
+    started REAL NOT NULL,
+    result_json TEXT NOT NULL
+);
+CREATE INDEX sweeps_by_model ON sweeps(model_path, started);
+"""
+
 # AUTOINCREMENT keeps ids from being reused: a reply still streaming into a deleted conversation
 # must never overwrite a newer message that happened to get the same id.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 class SchemaTooNewError(Exception):

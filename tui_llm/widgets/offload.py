@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
+from textual.message import Message
 from textual.reactive import var
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
@@ -36,6 +37,9 @@ Estimator = Callable[[int, int, bool, str], LevelEstimate | None]
 class OffloadPanel(Vertical, can_focus=True):
     """Shows ``GPU layers 20 / 33`` and lets the user pick a new split, then apply it."""
 
+    class SweepRequested(Message):
+        """The user asks for the offload sweep of the loaded model (``b``)."""
+
     BINDINGS = [
         Binding("left,minus", "step(-1)", "−1 layer", show=False),
         Binding("right,plus,equals_sign", "step(1)", "+1 layer", show=False),
@@ -47,6 +51,7 @@ class OffloadPanel(Vertical, can_focus=True):
         Binding("c", "cycle_ctx", "Context", show=False),
         Binding("f", "toggle_flash", "Flash attn", show=False),
         Binding("k", "cycle_kv", "KV type", show=False),
+        Binding("b", "sweep", "Sweep", show=False),
         Binding("enter", "apply", "Apply"),
         Binding("escape", "revert", "Revert", show=False),
     ]
@@ -92,8 +97,8 @@ class OffloadPanel(Vertical, can_focus=True):
         yield TextLine(classes="warning")
         yield TextLine(classes="status")
         yield Static(
-            "←/→ layer · [/] 10% · Home none · End all · a auto · c ctx · f flash · k KV · "
-            "Enter apply",
+            "←/→ layer · [/] 10% · Home/End none/all · a auto · c ctx · f flash · k KV · "
+            "Enter apply · b sweep",
             markup=False,
             classes="hint",
         )
@@ -265,6 +270,9 @@ class OffloadPanel(Vertical, can_focus=True):
     def action_revert(self) -> None:
         self.pending_layers, self.n_ctx, self.flash_attn, self.kv_cache_type = self._loaded
         self.refresh_text()
+
+    def action_sweep(self) -> None:
+        self.post_message(self.SweepRequested())
 
     def action_apply(self) -> None:
         if not self.total_layers:

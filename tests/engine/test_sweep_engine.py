@@ -133,3 +133,16 @@ async def test_the_conversation_cache_survives_a_sweep_into_the_next_load(model_
         assert applied.kv_restored_tokens == reply.n_past
         again = await client.load(settings(model_8l))
         assert again.kv_restored_tokens == reply.n_past  # carried on, as by any reload
+
+
+async def test_a_clean_load_of_the_same_model_keeps_the_conversation_aside(
+    model_8l: Path,
+) -> None:
+    """A sweep's first level is a clean load; the load that ends the sweep carries the chat."""
+    async with engine() as client:
+        await client.load(settings(model_8l))
+        reply = await client.chat([user("keep me")], SamplingParams(temperature=0, max_tokens=6))
+        await client.load(settings(model_8l, n_threads=2), keep_kv=False)
+        assert (await client.bench(16, 4)).gen_tokens == 4
+        back = await client.load(settings(model_8l))
+        assert back.kv_restored_tokens == reply.n_past

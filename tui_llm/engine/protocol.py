@@ -157,7 +157,8 @@ class BenchRequest:
     """Measure the loaded model as llama-bench does: a prompt of ``prompt_tokens`` random tokens
     decoded in batches (pp), then ``gen_tokens`` tokens decoded one at a time (tg); no sampling,
     no text. The KV cache is cleared first; the conversation's is kept aside by the engine and
-    carried into the next load with ``keep_kv`` (until a reply or another model replaces it)."""
+    carried into the next load with ``keep_kv`` (until a reply or another model replaces it). A
+    load with ``keep_kv=False`` of the same model keeps it aside the same way."""
 
     request_id: int
     prompt_tokens: int

@@ -204,6 +204,12 @@ class Worker:
                 state = stashed
         if self._stash is not None and settings.model_path != self._stash[0].model_path:
             self._stash = None  # another model: that conversation's cache is of no use
+        elif not request.keep_kv and self._stash is None and self._settings is not None:
+            # A clean load (a sweep's level) of the same model: the conversation is kept aside
+            # for the load after it, as a benchmark keeps it (a reply makes it stale).
+            saved = kvstate.save_state(self._llm)
+            if saved is not None and settings.model_path == self._settings.model_path:
+                self._stash = (self._settings, saved)
         self._unload()
 
         started = time.perf_counter()

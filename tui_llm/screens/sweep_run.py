@@ -11,7 +11,6 @@ once. Either reload carries the conversation's KV cache.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,7 +25,6 @@ from tui_llm.store import StoredSweep, StoreError, SweepStore
 from tui_llm.sweep import LevelResult, SweepCancel, SweepPlan, SweepResult, run_sweep
 from tui_llm.sweep.machine import machine_info
 from tui_llm.sweep.records import MachineInfo, SweepSettings
-from tui_llm.sweep.run import WARMUP_GEN_TOKENS, WARMUP_PROMPT_TOKENS
 from tui_llm.widgets.offload import OffloadPanel
 
 if TYPE_CHECKING:
@@ -134,7 +132,6 @@ class SweepRun:
     async def _execute(self, plan: SweepPlan) -> None:
         engine = self.main.tui.engine
         try:
-            await self._keep_conversation_aside()
             ready = await engine.start()  # the one running, or a new one after a crash
             self.machine = await asyncio.to_thread(machine_info, ready)
             result = await run_sweep(
@@ -166,20 +163,6 @@ class SweepRun:
         if self.viewer is None:
             self.release(self.previous)  # nobody is looking: the chat gets its model back now
         self._post(SweepEnded())
-
-    async def _keep_conversation_aside(self) -> None:
-        """Have the engine keep the conversation's KV cache aside before the first level's load.
-
-        The engine stashes the cache when a benchmark is about to overwrite it, and the next load
-        with ``keep_kv`` restores the stash; a sweep's own loads do not keep it (they measure a
-        clean load). One tiny benchmark on the chat's model makes the engine stash it now.
-        """
-        engine = self.main.tui.engine
-        loaded = engine.loaded
-        if loaded is None or loaded.settings.model_path != self.previous.model_path:
-            return
-        with contextlib.suppress(EngineError):  # a context too small for it: nothing kept
-            await engine.bench(WARMUP_PROMPT_TOKENS, WARMUP_GEN_TOKENS, seed=0)
 
     def _save(self, result: SweepResult) -> None:
         if self.store is None:

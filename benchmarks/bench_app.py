@@ -50,6 +50,7 @@ from typing import Any
 import psutil
 from textual.widgets import Static
 
+from benchmarks.sections import markdown_table
 from tui_llm import config as config_mod
 from tui_llm import paths
 from tui_llm.app import TuiLlmApp, make_app
@@ -1316,26 +1317,28 @@ def load_average() -> str:
         return "?"
 
 
+def summary(report: Report, elapsed: float, loads: tuple[str, str]) -> str:
+    """The run as Markdown: the machine's load, the tables, the notes."""
+    parts = [
+        f"load average (1, 5, 15 min) at start: {loads[0]}; at end: {loads[1]}; "
+        f"run took {elapsed:.0f} s"
+    ]
+    for section, headers in HEADERS.items():
+        rows = report.sections.get(section, [])
+        if rows:
+            parts.append(markdown_table(headers, rows))
+    if report.notes:
+        parts.append("\n".join(f"- {note}" for note in report.notes))
+    return "\n\n".join(parts)
+
+
 def print_summary(report: Report, quick: bool, elapsed: float, loads: tuple[str, str]) -> None:
     command = ".venv/bin/python -m benchmarks.bench_app" + (" --quick" if quick else "")
     print(f"command: {command}")
     from benchmarks.bench_engine import machine_line
 
     print(f"machine: {machine_line()}")
-    print(f"load average (1, 5, 15 min) at start: {loads[0]}; at end: {loads[1]}")
-    print(f"run took {elapsed:.0f} s")
-    for section, headers in HEADERS.items():
-        rows = report.sections.get(section, [])
-        if not rows:
-            continue
-        print()
-        print("| " + " | ".join(headers) + " |")
-        print("|" + "|".join("---" for _ in headers) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    print()
-    for note in report.notes:
-        print(f"- {note}")
+    print(summary(report, elapsed, loads))
 
 
 def run_app_session(plan: Plan, quick: bool, folder: Path, demo: Path, large: Path) -> Report:
@@ -1349,6 +1352,35 @@ def run_app_session(plan: Plan, quick: bool, folder: Path, demo: Path, large: Pa
         {name: [tuple(row) for row in rows] for name, rows in data["sections"].items()},
         data["notes"],
     )
+
+
+def measure(plan: Plan, quick: bool) -> tuple[Report, float, tuple[str, str]]:
+    """The whole run: its report, seconds, and the load average at the start and the end."""
+    from tui_llm.catalog.generate import write_llama_gguf
+
+    began = time.perf_counter()
+    loads_before = load_average()
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="tui-llm-bench-app-") as tmp:
+        folder = Path(tmp)
+        for name in DIR_VARS:
+            os.environ[f"TUI_LLM_{name}_DIR"] = str(folder / name.lower())
+        demo = ensure_demo_model()
+        large = write_llama_gguf(
+            paths.default_models_dir() / LARGE_NAME, n_layer=16, n_embd=512, n_ctx=4096, seed=16
+        )
+        log("1. tokens/s through the app, its engine alone, raw llama-cpp-python")
+        asyncio.run(bench_tokens(plan, folder, demo, report))
+        log("2. event loop, in a fresh process")
+        report.merge(run_app_session(plan, quick, folder, demo, large))
+        bench_launch(plan, folder, report)
+    return report, time.perf_counter() - began, (loads_before, load_average())
+
+
+def collect(quick: bool) -> dict[str, str]:
+    """Run the benchmark; its Markdown for ``docs/benchmarks-app.md`` (section ``app``)."""
+    report, elapsed, loads = measure(QUICK if quick else FULL, quick)
+    return {"app": summary(report, elapsed, loads)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1368,25 +1400,8 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps({"sections": session.sections, "notes": session.notes}))
         return 0
 
-    from tui_llm.catalog.generate import write_llama_gguf
-
-    began = time.perf_counter()
-    loads_before = load_average()
-    report = Report()
-    with tempfile.TemporaryDirectory(prefix="tui-llm-bench-app-") as tmp:
-        folder = Path(tmp)
-        for name in DIR_VARS:
-            os.environ[f"TUI_LLM_{name}_DIR"] = str(folder / name.lower())
-        demo = ensure_demo_model()
-        large = write_llama_gguf(
-            paths.default_models_dir() / LARGE_NAME, n_layer=16, n_embd=512, n_ctx=4096, seed=16
-        )
-        log("1. tokens/s through the app, its engine alone, raw llama-cpp-python")
-        asyncio.run(bench_tokens(plan, folder, demo, report))
-        log("2. event loop, in a fresh process")
-        report.merge(run_app_session(plan, args.quick, folder, demo, large))
-        bench_launch(plan, folder, report)
-    print_summary(report, args.quick, time.perf_counter() - began, (loads_before, load_average()))
+    report, elapsed, loads = measure(plan, args.quick)
+    print_summary(report, args.quick, elapsed, loads)
     return 0
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.sections import markdown_table
 from tui_llm.catalog.generate import read_demo_corpus, write_llama_gguf
 from tui_llm.catalog.table_models import write_demo_model
 from tui_llm.engine.client import EngineClient
@@ -143,10 +144,10 @@ class CpuWatch:
             return 0.0
         return max(0.0, (after.busy - before.busy) - (after.ours - before.ours)) / total
 
-    def wait_for_idle(self) -> None:
-        """Wait until other processes leave the machine alone, or give up after a while."""
+    def wait_for_idle(self, limit_s: float = IDLE_WAIT_S) -> None:
+        """Wait until other processes leave the machine alone, or give up after ``limit_s``."""
         started = time.monotonic()
-        while time.monotonic() - started < IDLE_WAIT_S:
+        while time.monotonic() - started < limit_s:
             before = self.sample()
             time.sleep(0.5)
             if self.others_share(before, self.sample()) < IDLE_SHARE:
@@ -723,42 +724,69 @@ HEADERS = {
 }
 
 
-def print_summary(
-    report: Report,
+def run_notes(
     plan: Plan,
-    command: str,
     repack: bool,
     elapsed: float,
     load_before: tuple[float, float, float],
     waited_s: float,
-) -> None:
-    print(f"command: {command}")
-    print(f"machine: {machine_line()}")
-    print(f"source: {source_line()}")
-    print(
+) -> list[str]:
+    """The run's settings and the machine's load, one line each."""
+    load_after = os.getloadavg()
+    return [
         f"settings: n_threads {plan.threads}, n_batch 512, f16 KV, temperature 0, "
         f"max_tokens {plan.max_tokens}, use_extra_bufts={repack} for raw and engine alike; "
         f"{plan.generation_reps} generation reps, {plan.reload_reps} reloads each way, "
         f"{plan.ttft_reps} TTFT reps per mode; run took {elapsed:.0f} s, "
-        f"{waited_s:.0f} s of it waiting for other processes to go quiet"
-    )
-    load_after = os.getloadavg()
-    print(
+        f"{waited_s:.0f} s of it waiting for other processes to go quiet",
         "load average (1, 5, 15 min) before: "
         + ", ".join(f"{x:.2f}" for x in load_before)
         + "; after: "
-        + ", ".join(f"{x:.2f}" for x in load_after)
-    )
-    for section, rows in report.sections.items():
-        headers = HEADERS[section]
+        + ", ".join(f"{x:.2f}" for x in load_after),
+    ]
+
+
+def tables(report: Report) -> dict[str, str]:
+    """One Markdown table per section of the report, in the order measured."""
+    return {
+        section: markdown_table(HEADERS[section], rows) for section, rows in report.sections.items()
+    }
+
+
+def print_summary(report: Report, command: str, notes: Sequence[str]) -> None:
+    print(f"command: {command}")
+    print(f"machine: {machine_line()}")
+    print(f"source: {source_line()}")
+    for note in notes:
+        print(note)
+    for table in tables(report).values():
         print()
-        print("| " + " | ".join(headers) + " |")
-        print("|" + "|".join("---" for _ in headers) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        print(table)
 
 
-async def run(plan: Plan, folder: Path, command: str) -> None:
+# Section of the report -> section of docs/benchmarks.md (``python -m benchmarks``).
+DOC_SECTIONS = {
+    "generation": "engine.generation",
+    "reload": "engine.reload",
+    "fixed": "engine.fixed",
+    "state copy": "engine.state_copy",
+    "ttft": "engine.ttft",
+}
+
+
+def collect(quick: bool, threads: int = 2) -> dict[str, str]:
+    """Run the benchmark; its Markdown by section of ``docs/benchmarks.md``. The run's settings
+    go with the first table."""
+    plan = replace(QUICK if quick else FULL, threads=threads)
+    with tempfile.TemporaryDirectory(prefix="tui-llm-bench-") as tmp:
+        report, notes = asyncio.run(run(plan, Path(tmp)))
+    sections = {DOC_SECTIONS[name]: table for name, table in tables(report).items()}
+    first = next(iter(sections))
+    sections[first] = "\n\n".join([*(f"{note}." for note in notes), sections[first]])
+    return sections
+
+
+async def run(plan: Plan, folder: Path) -> tuple[Report, list[str]]:
     began = time.perf_counter()
     load_before = os.getloadavg()
     log("writing models...")
@@ -822,9 +850,8 @@ async def run(plan: Plan, folder: Path, command: str) -> None:
                 await bench_ttft(client, on_cpu, on_rpc, plan, watch, report)
     finally:
         await client.close()
-    print_summary(
-        report, plan, command, repack, time.perf_counter() - began, load_before, watch.waited_s
-    )
+    notes = run_notes(plan, repack, time.perf_counter() - began, load_before, watch.waited_s)
+    return report, notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -837,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = replace(QUICK if args.quick else FULL, threads=args.threads)
     command = " ".join([".venv/bin/python -m benchmarks.bench_engine", *(argv or sys.argv[1:])])
     with tempfile.TemporaryDirectory(prefix="tui-llm-bench-") as tmp:
-        asyncio.run(run(plan, Path(tmp), command))
+        report, notes = asyncio.run(run(plan, Path(tmp)))
+    print_summary(report, command, notes)
     return 0
 
 

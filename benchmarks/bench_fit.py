@@ -236,27 +236,55 @@ def summary(rows: list[Row]) -> str:
     )
 
 
+@dataclass
+class Comparison:
+    """A run: the CPU rows, the RPC rows (``None`` without ``--rpc``), loads and seconds."""
+
+    cpu: list[Row]
+    rpc: list[Row] | None
+    loads: int
+    seconds: float
+
+
+async def compare(with_rpc: bool) -> Comparison:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        cpu = await cpu_rows(folder)
+        rpc = None
+        if with_rpc:
+            with rpc_server() as endpoint:
+                rpc = await rpc_rows(folder, endpoint)
+        loads = len(cpu) + (len(rpc) // 2 if rpc else 0)
+        return Comparison(cpu, rpc, loads, time.perf_counter() - started)
+
+
+def sections(comparison: Comparison, markdown: bool) -> dict[str, str]:
+    """The comparison's tables and summaries by section of ``docs/fit-accuracy.md``."""
+    out = {"fit.cpu": table(comparison.cpu, markdown) + "\n\n" + summary(comparison.cpu)}
+    if comparison.rpc is not None:
+        out["fit.rpc"] = table(comparison.rpc, markdown) + "\n\n" + summary(comparison.rpc)
+    last = list(out)[-1]
+    out[last] += f"\n\n{comparison.loads} loads in {comparison.seconds:.1f} s"
+    return out
+
+
+def collect(quick: bool) -> dict[str, str]:
+    """The full comparison (it takes seconds: ``quick`` changes nothing), as Markdown."""
+    return sections(asyncio.run(compare(with_rpc=True)), markdown=True)
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rpc", action="store_true", help="also compare every offload level")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        started = time.perf_counter()
-        rows = await cpu_rows(folder)
-        print("CPU only (no GPU): every shape and setting\n")
-        print(table(rows, args.markdown))
-        print("\n" + summary(rows))
-        loads = len(rows)
-        if args.rpc:
-            with rpc_server() as endpoint:
-                rpc = await rpc_rows(folder, endpoint)
-            loads += len(rpc) // 2
-            print("\nRPC device as the GPU: every offload level of an 8-layer model\n")
-            print(table(rpc, args.markdown))
-            print("\n" + summary(rpc))
-        print(f"\n{loads} loads in {time.perf_counter() - started:.1f} s")
+    parts = sections(await compare(args.rpc), args.markdown)
+    print("CPU only (no GPU): every shape and setting\n")
+    print(parts["fit.cpu"])
+    if "fit.rpc" in parts:
+        print("\nRPC device as the GPU: every offload level of an 8-layer model\n")
+        print(parts["fit.rpc"])
     return 0
 
 

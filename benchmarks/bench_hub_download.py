@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.sections import markdown_table
 from tests.hubserver import FakeHub, FakeRepo, Transfer
 from tui_llm.catalog.generate import write_llama_gguf
 from tui_llm.catalog.hub_client import HubError, HubSettings
@@ -300,15 +301,49 @@ def measure_round(hub: FakeHub, root: Path, commit: str, rate: int) -> dict[str,
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
-    if args_in[:1] == ["--child"]:
-        child_main(args_in[1:])
-        return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rate", type=int, default=8_000_000, help="bytes/s the server sends")
-    args = parser.parse_args(args_in)
+# figure -> (row label, how a median is shown)
+FIGURES: dict[str, tuple[str, Callable[[float], str]]] = {
+    "first_byte_s": ("start to first byte at the server", lambda v: f"{v:.2f} s"),
+    "first_update_s": ("start to first progress update", lambda v: f"{v:.2f} s"),
+    "updates_per_s": ("progress updates per second while bytes flow", lambda v: f"{v:.2f}"),
+    "full_s": ("whole download", lambda v: f"{v:.2f} s"),
+    "cancel_s": ("cancel (or kill) to the download stopped", lambda v: f"{v * 1000:.0f} ms"),
+    "server_saw_close_s": (
+        "cancel (or kill) to the server seeing the connection closed",
+        lambda v: f"{v * 1000:.0f} ms",
+    ),
+    "left_after_cancel_mib": (
+        "bytes left in the cache after a cancel at 4 MiB",
+        lambda v: f"{v:.1f} MiB",
+    ),
+    "cut_reported_as_error": (
+        "connection cut after 12 MiB: reported to the caller",
+        lambda v: "yes" if v >= 0.5 else "no (retried inside)",
+    ),
+    "cut_next_start_mib": ("cut: where the next request starts", lambda v: f"{v:.1f} MiB"),
+    "cut_resent_mib": ("cut: sent again after the cut", lambda v: f"{v:.1f} MiB"),
+    "cut_total_s": ("cut: until the file is complete", lambda v: f"{v:.2f} s"),
+    "left_after_kill_mib": (
+        "process killed after 12 MiB: partial file left",
+        lambda v: f"{v:.1f} MiB",
+    ),
+    "restart_start_mib": ("killed: where the next run starts", lambda v: f"{v:.1f} MiB"),
+    "left_after_restart_mib": (
+        "killed: partial file left after the next run completes",
+        lambda v: f"{v:.1f} MiB",
+    ),
+}
+
+
+@dataclass
+class Measured:
+    """Every round's figures for both ways, and what was downloaded how."""
+
+    rounds: list[dict[str, dict[str, float]]]
+    setup: str
+
+
+def measure(rounds: int, rate: int) -> Measured:
     with tempfile.TemporaryDirectory(prefix="bench-hub-") as folder:
         root = Path(folder)
         data = write_llama_gguf(
@@ -319,21 +354,55 @@ def main(argv: list[str] | None = None) -> int:
         commit = hub.repos[REPO_ID].commit
         import huggingface_hub
 
-        print(
-            f"file {len(data) / MIB:.1f} MiB at {args.rate / 1e6:g} MB/s; huggingface_hub "
-            f"{huggingface_hub.__version__}; {args.rounds} rounds; medians"
+        setup = (
+            f"file {len(data) / MIB:.1f} MiB at {rate / 1e6:g} MB/s; huggingface_hub "
+            f"{huggingface_hub.__version__}; {rounds} rounds; medians"
         )
-        rounds = []
-        for number in range(args.rounds):
-            rounds.append(measure_round(hub, root, commit, args.rate))
-            print(f"round {number + 1}: {json.dumps(rounds[-1])}", flush=True)
+        print(setup)
+        figures = []
+        for number in range(rounds):
+            figures.append(measure_round(hub, root, commit, rate))
+            print(f"round {number + 1}: {json.dumps(figures[-1])}", flush=True)
         hub.stop()
-    names = list(rounds[0]["ours"])
+    return Measured(figures, setup)
+
+
+def medians(measured: Measured, way: str) -> dict[str, float]:
+    names = list(measured.rounds[0][way])
+    return {name: statistics.median(r[way][name] for r in measured.rounds) for name in names}
+
+
+def markdown(measured: Measured) -> str:
+    ours, child = medians(measured, "ours"), medians(measured, "child")
+    rows = [
+        (label, show(ours[name]), show(child[name]))
+        for name, (label, show) in FIGURES.items()
+        if name in ours
+    ]
+    return f"{measured.setup[0].upper()}{measured.setup[1:]}.\n\n" + markdown_table(
+        ("figure", "ours", "child"), rows
+    )
+
+
+def collect(quick: bool) -> dict[str, str]:
+    """Run the benchmark (``quick``: one round); its Markdown for ``docs/benchmarks.md``."""
+    return {"hub_download": markdown(measure(1 if quick else 3, 8_000_000))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["--child"]:
+        child_main(args_in[1:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=8_000_000, help="bytes/s the server sends")
+    args = parser.parse_args(args_in)
+    measured = measure(args.rounds, args.rate)
+    ours, child = medians(measured, "ours"), medians(measured, "child")
     print(f"\n{'figure':28} {'ours':>10} {'child':>10}")
-    for name in names:
-        ours = statistics.median(r["ours"][name] for r in rounds)
-        child = statistics.median(r["child"][name] for r in rounds)
-        print(f"{name:28} {ours:10.3f} {child:10.3f}")
+    for name in ours:
+        print(f"{name:28} {ours[name]:10.3f} {child[name]:10.3f}")
     return 0
 
 

@@ -146,3 +146,32 @@ async def test_a_clean_load_of_the_same_model_keeps_the_conversation_aside(
         assert (await client.bench(16, 4)).gen_tokens == 4
         back = await client.load(settings(model_8l))
         assert back.kv_restored_tokens == reply.n_past
+
+
+async def test_an_engine_crash_at_one_level_is_recorded_and_the_sweep_goes_on(
+    model_8l: Path,
+) -> None:
+    """The engine dies during a level's measurement: that row says so, the next level loads in
+    a new engine and is measured."""
+    import signal
+
+    async with engine() as client:
+        killed: list[int | None] = []
+
+        def on_progress(text: str) -> None:
+            if text == "0: run 1 of 2" and not killed:
+                killed.append(client.pid)
+                client.kill(signal.SIGKILL)
+
+        result = await run_sweep(
+            client,
+            plan_for(model_8l, "0,2"),
+            MACHINE,
+            free_gpu_bytes=lambda: None,
+            has_gpu_device=lambda: True,  # a CPU build accepts any level (and offloads nothing)
+            on_progress=on_progress,
+        )
+        assert killed and client.pid not in killed  # the second level ran in a new engine
+    crashed, measured = result.levels
+    assert (crashed.status, measured.status) == ("failed", "ok")
+    assert "the engine process killed by SIGKILL" in crashed.reason

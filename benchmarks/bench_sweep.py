@@ -45,10 +45,10 @@ from benchmarks.sections import markdown_table
 from tui_llm.catalog.generate import write_llama_gguf
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import BenchEvent, LoadSettings
-from tui_llm.sweep import LevelResult, LevelSpec, Spread, SweepPlan, run_sweep
+from tui_llm.sweep import LevelResult, LevelSpec, Spread
 from tui_llm.sweep.machine import machine_info
 from tui_llm.sweep.records import MachineInfo, SweepSettings
-from tui_llm.sweep.run import WARMUP_GEN_TOKENS, WARMUP_PROMPT_TOKENS
+from tui_llm.sweep.run import WARMUP_GEN_TOKENS, WARMUP_PROMPT_TOKENS, SweepPlan, run_sweep
 
 MODEL_NAME = "random 16 layers x 512 wide, f16"
 TARGET = 0.05  # |sweep / direct - 1| for generation tokens/s

@@ -10,8 +10,9 @@ import pytest
 from tests.helpers import engine, settings, user
 from tests.unit.test_cli import tui_llm
 from tui_llm.engine.protocol import SamplingParams
-from tui_llm.sweep import LevelResult, SweepCancel, SweepPlan, parse_levels, run_sweep
+from tui_llm.sweep import LevelResult, parse_levels
 from tui_llm.sweep.records import MachineInfo
+from tui_llm.sweep.run import SweepCancel, SweepPlan, run_sweep
 
 MACHINE = MachineInfo(cpu="test")
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from benchmarks.bench_sweep import RecordingEngine, rows_match_events
 from tests.helpers import settings
-from tui_llm.sweep import Spread, SweepPlan, parse_levels, run_sweep
+from tui_llm.sweep import Spread, parse_levels
 from tui_llm.sweep.machine import machine_info
+from tui_llm.sweep.run import SweepPlan, run_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -45,16 +45,10 @@ async def run_bench(args: argparse.Namespace) -> int:
     from tui_llm.engine.client import EngineClient, EngineError
     from tui_llm.engine.protocol import LoadSettings
     from tui_llm.gpu.free import free_for_load, read_gpu_memory
-    from tui_llm.sweep import (
-        LevelResult,
-        LevelSyntaxError,
-        SweepPlan,
-        default_levels,
-        parse_levels,
-        run_sweep,
-    )
+    from tui_llm.sweep import LevelResult, LevelSyntaxError, default_levels, parse_levels
     from tui_llm.sweep import table as sweep_table
     from tui_llm.sweep.machine import machine_info
+    from tui_llm.sweep.run import SweepPlan, run_sweep
 
     model = resolve_model(args.model)
     try:

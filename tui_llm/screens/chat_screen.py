@@ -13,6 +13,7 @@ import gc
 from typing import Any
 
 from textual import on
+from textual.css.query import NoMatches
 
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
@@ -119,19 +120,25 @@ class ChatScreen(EngineScreen):
                 else:
                     done = event
         except EngineError as exc:
-            self._record_interrupted(text, reasoning)
-            if text or reasoning:
+            if text or reasoning:  # first: nothing streamed is lost, whatever saving does
                 self.conversation.add_reply(text, reasoning)
+            self._record_interrupted(text, reasoning)
             if self.app.is_running:
                 await view.finish(text)
                 view.set_stats(f"interrupted: {exc}")
                 view.add_class("-error")
                 if exc.kind == "bad_request":
                     notify_literal(self, str(exc), severity="error", timeout=10)
-        except asyncio.CancelledError:
-            self._record_interrupted(text, reasoning)
+        except NoMatches:
+            # Quitting: the widgets went before this task was cancelled. Keep what streamed.
             if text or reasoning:
                 self.conversation.add_reply(text, reasoning)
+            self._record_interrupted(text, reasoning)
+            return
+        except asyncio.CancelledError:
+            if text or reasoning:
+                self.conversation.add_reply(text, reasoning)
+            self._record_interrupted(text, reasoning)
             if self.app.is_running:
                 await view.finish(text)
                 view.set_stats("stopped")

@@ -21,13 +21,8 @@ from textual.widgets import Footer, Input, Label
 from tui_llm.screens.sweep_list import SweepListScreen, when
 from tui_llm.screens.sweep_run import SweepEnded, SweepProgressed, SweepRun, level_settings
 from tui_llm.store import StoredSweep, StoreError
-from tui_llm.sweep import (
-    LevelSyntaxError,
-    SweepPlan,
-    SweepResult,
-    default_levels,
-    parse_levels,
-)
+from tui_llm.sweep import LevelSyntaxError, SweepResult, default_levels, parse_levels
+from tui_llm.sweep.run import SweepPlan
 from tui_llm.sweep.table import describe
 from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.sweep_chart import SweepChart, chart_points

@@ -22,9 +22,10 @@ from tui_llm.engine.logparse import totals_by_device
 from tui_llm.engine.protocol import LoadedEvent, LoadSettings
 from tui_llm.gpu.free import free_for_load
 from tui_llm.store import StoredSweep, StoreError, SweepStore
-from tui_llm.sweep import LevelResult, SweepCancel, SweepPlan, SweepResult, run_sweep
+from tui_llm.sweep import LevelResult, SweepResult
 from tui_llm.sweep.machine import machine_info
 from tui_llm.sweep.records import MachineInfo, SweepSettings
+from tui_llm.sweep.run import SweepCancel, SweepPlan, run_sweep
 from tui_llm.widgets.offload import OffloadPanel
 
 if TYPE_CHECKING:

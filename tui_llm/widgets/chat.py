@@ -106,13 +106,17 @@ class MessageView(Vertical):
             classes="thinking",
         )
         self._thinking.display = bool(self.reasoning)
+        # Mounted only for a reply that thinks: most messages never need those widgets, and
+        # each one is layout and style work while a reply streams.
+        self._thinking_mounted = bool(self.reasoning)
 
     def compose(self) -> ComposeResult:
         label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
             self.role, self.role.title()
         )
         yield Static(literal(label, max_chars=80, one_line=True), classes="role")
-        yield self._thinking
+        if self._thinking_mounted:
+            yield self._thinking
         yield self._markdown
         yield self._stats
 
@@ -130,6 +134,7 @@ class MessageView(Vertical):
         safe = make_inert(fragment)
         self.reasoning += safe
         if self._thinking_stream is None:
+            await self._mount_thinking()
             self._thinking.display = True
             self._thinking.collapsed = False
             self._thinking.title = thinking_title(streaming=True)
@@ -145,6 +150,11 @@ class MessageView(Vertical):
         if self._stream is None:
             self._stream = Markdown.get_stream(self._markdown)
         await self._stream.write(safe)
+
+    async def _mount_thinking(self) -> None:
+        if not self._thinking_mounted:
+            self._thinking_mounted = True
+            await self.mount(self._thinking, before=self._markdown)
 
     async def _end_thinking(self) -> None:
         if self._thinking_stream is not None:
@@ -173,6 +183,7 @@ class MessageView(Vertical):
             self.reasoning = make_inert(final_reasoning)
         await self._markdown.update(self.content)
         if self.reasoning:
+            await self._mount_thinking()
             await self._thinking_markdown.update(self.reasoning)
             self._thinking.display = True
             self._thinking.title = thinking_title(stats)

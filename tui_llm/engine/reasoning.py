@@ -48,7 +48,6 @@ class ReasoningSplitter:
 
     def __init__(self, starts_in_reasoning: bool = False) -> None:
         self.in_reasoning = starts_in_reasoning
-        self.saw_reasoning = starts_in_reasoning
         self._strip_next = starts_in_reasoning  # drop whitespace until the section's first text
         self._pending = ""  # a tail that may be the start of a tag
         self._may_open = not starts_in_reasoning
@@ -78,7 +77,7 @@ class ReasoningSplitter:
                     break
                 if stripped.startswith(OPEN_TAG):
                     data = stripped[len(OPEN_TAG) :]
-                    self.in_reasoning = self.saw_reasoning = True
+                    self.in_reasoning = True
                     self._may_open = False
                     self._strip_next = True
                     continue
@@ -162,7 +161,6 @@ class HarmonySplitter:
         self._header = ""
         self._pending = ""
         self.in_reasoning = starts_in_channel in REASONING_CHANNELS
-        self.saw_reasoning = self.in_reasoning
 
     def feed(self, text: str) -> Split:
         out = Split()
@@ -178,7 +176,6 @@ class HarmonySplitter:
                 self._channel = harmony_channel(header[:index])
                 self._header = ""
                 self.in_reasoning = self._channel in REASONING_CHANNELS
-                self.saw_reasoning = self.saw_reasoning or self.in_reasoning
                 data = header[index + len(HARMONY_MESSAGE) :]
                 continue
             ends = [(data.find(end), end) for end in HARMONY_ENDS if end in data]

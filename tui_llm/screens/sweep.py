@@ -18,7 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label
 
-from tui_llm.screens.sweep_list import SweepListScreen, when
+from tui_llm.screens.stored_list import local_minute
+from tui_llm.screens.sweep_list import SweepListScreen
 from tui_llm.screens.sweep_run import SweepEnded, SweepProgressed, SweepRun, level_settings
 from tui_llm.store import StoredSweep, StoreError
 from tui_llm.sweep import LevelSyntaxError, SweepResult, default_levels, parse_levels
@@ -189,7 +190,7 @@ class SweepScreen(Screen[None]):
             line.show(f"{head}: {self._fastest_text(result)}{saved}{self._back_text()}")
         elif run.viewed is not None:
             line.show(
-                f"Saved sweep of {when(run.viewed.result.started)}: "
+                f"Saved sweep of {local_minute(run.viewed.result.started)}: "
                 f"{self._fastest_text(run.viewed.result)} · r runs a new sweep as the form says · "
                 "e earlier sweeps"
             )

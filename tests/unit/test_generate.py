@@ -92,6 +92,7 @@ def test_demo_model_is_deterministic_and_small(demo_model: Path, tmp_path: Path)
         ("f32", gguf.LlamaFileType.ALL_F32, gguf.GGMLQuantizationType.F32),
         ("f16", gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
         ("q8_0", gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
+        ("q4_0", gguf.LlamaFileType.MOSTLY_Q4_0, gguf.GGMLQuantizationType.Q4_0),
     ],
 )
 def test_random_model_has_llama_metadata_and_tensor_shapes(
@@ -311,3 +312,22 @@ def test_demo_chat_replies_use_the_template_and_end(demo_model: Path) -> None:
         assert content.strip()[0].isupper()
         finishes.append(choice["finish_reason"])
     assert finishes.count("stop") >= 3
+
+
+@pytest.mark.parametrize("tensor_type", ["q8_0", "q4_0"])
+def test_random_blocks_have_the_spread_of_normal_weights(tmp_path: Path, tensor_type: Any) -> None:
+    """Blocks written directly dequantize to values with the normal weights' spread (0.02)."""
+    path = write_llama_gguf(
+        tmp_path / "b.gguf",
+        n_layer=1,
+        n_embd=128,
+        n_head=4,
+        tensor_type=tensor_type,
+        weights="blocks",
+    )
+    reader = gguf.GGUFReader(path)
+    tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
+    values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    assert values.shape == (352, 128)
+    assert 0.015 < float(values.std()) < 0.025
+    assert abs(float(values.mean())) < 0.003  # q4_0 quants run -8..7: a mean of -d/2

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
 OffloadValue = int | Literal["all"]
+SplitMode = Literal["layer", "row", "none"]
 
 KV_CACHE_TYPES: tuple[str, ...] = ("f16", "bf16", "f32", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 
@@ -34,6 +35,17 @@ class LoadSettings:
     offload_kqv: bool = True
     rpc_servers: tuple[str, ...] = ()
     chat_format: str | None = None
+    # Mixture-of-experts: the expert FFN tensors (``ffn_*_exps``) of the first n_cpu_moe layers
+    # stay in host memory (llama.cpp's ``--n-cpu-moe N``; "all" is ``--cpu-moe``).
+    n_cpu_moe: OffloadValue = 0
+    # llama.cpp's ``-ot PATTERN=BUFT``: (regular expression on tensor names, buffer type name such
+    # as "CPU", "CUDA0" or "RPC0[127.0.0.1:50052]"), applied before n_cpu_moe's patterns.
+    tensor_overrides: tuple[tuple[str, str], ...] = ()
+    # Several devices: proportions per device in llama.cpp's device order (() = by free memory),
+    # how a model is cut between them, and the device for the output and small tensors.
+    tensor_split: tuple[float, ...] = ()
+    split_mode: SplitMode = "layer"
+    main_gpu: int = 0
 
     def offload_for_llama(self) -> int:
         """The ``n_gpu_layers`` value for llama.cpp (``-1`` means every layer)."""
@@ -363,6 +375,13 @@ def _build(tp: Any, value: Any) -> Any:
                 return _build(option, value)
         return value
     return value
+
+
+def load_settings_from_json(data: dict[str, Any]) -> LoadSettings:
+    """``LoadSettings`` from its ``dataclasses.asdict`` form (lists become tuples; keys it does not
+    know are ignored, missing ones take their defaults); raises ``TypeError`` on other data."""
+    settings: LoadSettings = _build(LoadSettings, data)
+    return settings
 
 
 def decode(line: bytes | str) -> Request | Event:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tui_llm.engine.protocol import DeviceInfo, LoadSettings
+from tui_llm.engine.protocol import DeviceInfo, LoadSettings, load_settings_from_json
 
 LevelStatus = Literal["ok", "skipped", "failed", "cancelled"]
 
@@ -118,12 +118,7 @@ class SweepResult:
             model_name=data["model_name"],
             total_layers=data["total_layers"],
             settings=SweepSettings(
-                load=LoadSettings(
-                    **{
-                        **settings["load"],
-                        "rpc_servers": tuple(settings["load"].get("rpc_servers", ())),
-                    }
-                ),
+                load=load_settings_from_json(settings["load"]),
                 prompt_tokens=settings["prompt_tokens"],
                 gen_tokens=settings["gen_tokens"],
                 repeats=settings["repeats"],

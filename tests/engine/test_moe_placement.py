@@ -220,3 +220,27 @@ async def test_reload_changing_n_cpu_moe_keeps_the_conversation(
     assert carried.text == baseline.text
     assert carried.stats.prompt_tokens_evaluated == baseline.stats.prompt_tokens_evaluated
     assert carried.stats.prompt_tokens_evaluated < carried.stats.prompt_tokens
+
+
+async def test_split_mode_none_puts_the_model_on_the_main_gpu(
+    rpc_server: str, second_rpc_server: str, model_8l: Path
+) -> None:
+    two = (rpc_server, second_rpc_server)
+    async with engine() as client:
+        loaded = await client.load(
+            settings(model_8l, rpc_servers=two, offload_layers="all", split_mode="none", main_gpu=1)
+        )
+        with pytest.raises(EngineError) as caught:
+            await client.load(
+                settings(
+                    model_8l, rpc_servers=two, offload_layers="all", split_mode="none", main_gpu=2
+                )
+            )
+        # RPC devices have no split buffers: llama.cpp's reason is the message, not its last words
+        with pytest.raises(EngineError) as row:
+            await client.load(
+                settings(model_8l, rpc_servers=two, offload_layers="all", split_mode="row")
+            )
+    assert loaded.layers_by_device == (DeviceLayers("RPC1", 9),)
+    assert str(caught.value) == "main GPU 2 does not exist; the GPUs are 0 RPC0, 1 RPC1"
+    assert "does not support split buffers" in str(row.value)

@@ -7,12 +7,18 @@ that need it, never at module level.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tui_llm.catalog.ggml_types import type_ids_by_name
-from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, ProgressEvent, SplitMode
+from tui_llm.engine.protocol import (
+    KV_CACHE_TYPES,
+    DeviceInfo,
+    LoadSettings,
+    ProgressEvent,
+    SplitMode,
+)
 
 if TYPE_CHECKING:
     from tui_llm.engine.native import TensorBuftOverrides
@@ -46,6 +52,20 @@ def tensor_overrides(settings: LoadSettings) -> tuple[tuple[str, str], ...]:
             (expert_layer_pattern(layer), CPU_BUFFER_TYPE) for layer in range(settings.n_cpu_moe)
         ]
     return tuple(pairs)
+
+
+def placement_problem(settings: LoadSettings, devices: Sequence[DeviceInfo]) -> str | None:
+    """Why llama.cpp would refuse these devices settings without saying why, or None.
+
+    With GPUs present, a ``main_gpu`` past the last one fails the load (split modes none and
+    row use it); llama.cpp's log says only "failed to load model".
+    """
+    gpus = [device for device in devices if device.kind == "gpu"]
+    gpus = gpus or [device for device in devices if device.kind == "igpu"]
+    if settings.split_mode != "layer" and gpus and settings.main_gpu >= len(gpus):
+        names = ", ".join(f"{index} {device.name}" for index, device in enumerate(gpus))
+        return f"main GPU {settings.main_gpu} does not exist; the GPUs are {names}"
+    return None
 
 
 def llama_kwargs(settings: LoadSettings) -> dict[str, Any]:

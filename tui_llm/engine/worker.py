@@ -22,6 +22,7 @@ from tui_llm.engine.compat import missing_internals, unsupported_message
 from tui_llm.engine.load_params import (
     KV_TYPE_IDS,
     llama_kwargs,
+    placement_problem,
     progress_hook,
     progress_reporter,
     tensor_overrides,
@@ -189,6 +190,9 @@ class Worker:
             for endpoint in settings.rpc_servers:
                 native.add_rpc_server(endpoint)
             overrides = native.tensor_buft_overrides(tensor_overrides(settings))
+            problem = placement_problem(settings, native.list_devices())
+            if problem is not None:
+                raise ValueError(problem)
         except (RuntimeError, ValueError) as exc:
             self.send(ErrorEvent(rid, "bad_request", _one_line(exc)))
             return

@@ -73,3 +73,9 @@ def test_last_error_line_skips_the_chatter() -> None:
     ]
     assert last_error_line(log) == log[0]
     assert last_error_line(["Using chat eos_token: </s>"]) is None
+    refused = [
+        "llama_model_load: error loading model: device RPC0 does not support split buffers",
+        "llama_model_load_from_file_impl: failed to load model",
+    ]
+    assert last_error_line(refused) == refused[0]
+    assert last_error_line(refused[1:]) == refused[1]

@@ -50,9 +50,16 @@ class LogSink:
 
 
 def last_error_line(lines: Iterable[str]) -> str | None:
-    """The last of ``lines`` that reads like an error (llama.cpp's log is mostly chatter)."""
+    """The last of ``lines`` that reads like an error (llama.cpp's log is mostly chatter).
+
+    llama.cpp ends a refused load with a bare "failed to load model"; the cause it logged just
+    before ("device RPC0 does not support split buffers") is the line returned when there is one.
+    """
+    generic: str | None = None
     for line in reversed(list(lines)):
         low = line.lower()
         if any(w in low for w in ("error", "failed", "invalid", "cannot", "unable", "abort")):
-            return line.strip()
-    return None
+            if not low.rstrip().endswith("failed to load model"):
+                return line.strip()
+            generic = generic or line.strip()
+    return generic

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import psutil
@@ -72,12 +73,14 @@ class ModelSession:
 
     # ---- memory ---------------------------------------------------------------------------
 
-    def free_gpu_bytes(self) -> int | None:
+    def free_gpu_bytes(self, held_by: LoadedEvent | EllipsisType | None = ...) -> int | None:
         """GPU memory a new load can use: free now plus what the loaded model holds there.
 
-        Mid-load the old model is freed already, so nothing counts as held then.
+        ``held_by`` is the model whose buffers the next load frees (default: the session's; the
+        offload sweep passes the level its engine holds). Mid-load the old model is freed
+        already, so nothing counts as held then.
         """
-        loaded = self.loaded
+        loaded = self.loaded if isinstance(held_by, EllipsisType) else held_by
         held: dict[str, int] = {}
         if loaded is not None and not self.engine.load_in_flight:
             held = totals_by_device(loaded.buffers, loaded.devices)

@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from textual.message import Message
 
 from tui_llm.engine.client import EngineError
-from tui_llm.engine.logparse import totals_by_device
 from tui_llm.engine.protocol import LoadedEvent, LoadSettings
-from tui_llm.gpu.free import free_for_load
 from tui_llm.store import StoredSweep, StoreError, SweepStore
 from tui_llm.sweep import LevelResult, SweepResult
 from tui_llm.sweep.machine import machine_info
@@ -207,18 +205,7 @@ class SweepRun:
     def _free_gpu_bytes(self) -> int | None:
         """GPU memory a level's load can use: free now plus what the engine holds (the level
         loaded before, not the chat's model the session knows: the sweep replaced it)."""
-        engine = self.main.tui.engine
-        loaded = engine.loaded
-        held = (
-            totals_by_device(loaded.buffers, loaded.devices)
-            if loaded is not None and not engine.load_in_flight
-            else {}
-        )
-        snapshot = getattr(self.main.tui.monitor, "latest", None)
-        gpus = getattr(snapshot, "gpus", ()) if snapshot is not None else ()
-        ready = engine.ready
-        devices = loaded.devices if loaded is not None else (ready.devices if ready else ())
-        return free_for_load(gpus, devices, held)
+        return self.main.tui.session.free_gpu_bytes(held_by=self.main.tui.engine.loaded)
 
     def _has_gpu_device(self) -> bool:
         engine = self.main.tui.engine

@@ -161,11 +161,12 @@ def direct_load(settings: LoadSettings) -> Any:
     from llama_cpp import Llama
 
     from tui_llm.engine import native
-    from tui_llm.engine.load_params import llama_kwargs, progress_hook
+    from tui_llm.engine.load_params import llama_kwargs, progress_hook, tensor_overrides
 
     for endpoint in settings.rpc_servers:
         native.add_rpc_server(endpoint)
-    with progress_hook(lambda _progress: True):
+    overrides = native.tensor_buft_overrides(tensor_overrides(settings))
+    with progress_hook(lambda _progress: True, overrides):
         return Llama(settings.model_path, verbose=False, **llama_kwargs(settings))
 
 

@@ -93,6 +93,39 @@ def model_32l(model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def moe_model(model_dir: Path) -> Path:
+    """qwen3moe, random weights: 4 layers, 128 wide, 8 experts of 128 with 2 used per token."""
+    from tui_llm.catalog.generate import write_moe_gguf
+
+    return write_moe_gguf(
+        model_dir / "moe-4l.gguf",
+        n_layer=4,
+        n_embd=128,
+        n_expert=8,
+        n_expert_used=2,
+        n_ff_exp=128,
+        seed=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def moe_shexp_model(model_dir: Path) -> Path:
+    """qwen2moe, random weights: as ``moe_model`` plus a shared expert of 128 in every layer."""
+    from tui_llm.catalog.generate import write_moe_gguf
+
+    return write_moe_gguf(
+        model_dir / "moe-shexp-4l.gguf",
+        n_layer=4,
+        n_embd=128,
+        n_expert=8,
+        n_expert_used=2,
+        n_ff_exp=128,
+        n_ff_shexp=128,
+        seed=6,
+    )
+
+
+@pytest.fixture(scope="session")
 def no_template_model(model_dir: Path) -> Path:
     """A model whose GGUF has no chat template."""
     from tui_llm.catalog.generate import write_llama_gguf

@@ -23,7 +23,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from tui_llm import paths
-from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, SamplingParams
+from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, OffloadValue, SamplingParams
 from tui_llm.sampling_ranges import SAMPLING_RANGES, SamplingRange
 from tui_llm.tomlfile import atomic_write, back_up, merge_values
 
@@ -40,12 +40,14 @@ _HEADER = (
 
 @dataclass(frozen=True)
 class LoadProfile:
-    """How to load a model: offload ("auto", "all" or a layer count), context, KV type, flash."""
+    """How to load a model: offload ("auto", "all" or a layer count), context, KV type, flash,
+    and for a mixture-of-experts model the layers whose experts stay in RAM (a count or "all")."""
 
     offload: OffloadSetting = "auto"
     n_ctx: int = 4096
     kv_cache_type: str = "f16"
     flash_attn: bool = False
+    n_cpu_moe: OffloadValue = 0
 
 
 @dataclass
@@ -154,6 +156,7 @@ def remember_load(settings: Settings, loaded: LoadSettings) -> None:
         n_ctx=loaded.n_ctx,
         kv_cache_type=loaded.kv_cache_type,
         flash_attn=loaded.flash_attn,
+        n_cpu_moe=loaded.n_cpu_moe,
     )
     set_profile(settings, loaded.model_path, profile)
 
@@ -263,6 +266,7 @@ def _profile_from(
         "n_ctx": _integer(0),
         "kv_cache_type": _kv_type,
         "flash_attn": _boolean,
+        "n_cpu_moe": _n_cpu_moe,
     }
     values: dict[str, Any] = {}
     for key, check in checks.items():
@@ -334,6 +338,10 @@ def _offload(value: object) -> Any:
     if value in ("auto", "all"):
         return value
     return _integer(0)(value)
+
+
+def _n_cpu_moe(value: object) -> Any:
+    return value if value == "all" else _integer(0)(value)
 
 
 def _kv_type(value: object) -> Any:

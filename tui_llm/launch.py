@@ -9,6 +9,7 @@ from typing import Any
 
 from tui_llm import config as config_mod
 from tui_llm.app import make_app
+from tui_llm.cli.args import placement_from_args
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.protocol import LoadSettings
 
@@ -80,4 +81,5 @@ def load_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["n_ubatch"] = min(args.batch, LoadSettings.n_ubatch)
     if getattr(args, "no_mmap", False):
         overrides["use_mmap"] = False
+    overrides.update(placement_from_args(args))
     return overrides

@@ -108,6 +108,7 @@ class ModelSession:
             "n_ctx": profile.n_ctx,
             "kv_cache_type": profile.kv_cache_type,
             "flash_attn": profile.flash_attn,
+            "n_cpu_moe": profile.n_cpu_moe,
         }
         values.update(self.load_overrides)
         offload = values.pop("offload", profile.offload)

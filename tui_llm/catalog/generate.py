@@ -1,26 +1,33 @@
-"""Writers of small llama-architecture GGUF files: random-weight test models, and the file writer
-and SPM vocabulary that ``table_models`` (the demo and scripted models) build on.
+"""Writers of GGUF files: random-weight test models (dense llama, and mixture-of-experts qwen3moe
+and qwen2moe), and the file writer that ``table_models`` (the demo and scripted models) builds on.
+The SPM vocabulary they share lives in ``vocabulary`` (its names are re-exported here).
 
 Both are real models that llama.cpp loads and runs, so tests and first-time users need no download.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
-import re
 import shutil
-import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import gguf
 import numpy as np
 import numpy.typing as npt
+
+from tui_llm.catalog.vocabulary import BOS_ID as BOS_ID
+from tui_llm.catalog.vocabulary import BUILTIN_VOCAB_SIZE as BUILTIN_VOCAB_SIZE
+from tui_llm.catalog.vocabulary import EOS_ID as EOS_ID
+from tui_llm.catalog.vocabulary import FIRST_BYTE_ID as FIRST_BYTE_ID
+from tui_llm.catalog.vocabulary import SPACE_MARK as SPACE_MARK
+from tui_llm.catalog.vocabulary import UNK_ID as UNK_ID
+from tui_llm.catalog.vocabulary import Vocabulary as Vocabulary
+from tui_llm.catalog.vocabulary import build_vocabulary as build_vocabulary
+from tui_llm.catalog.vocabulary import read_demo_corpus as read_demo_corpus
 
 TensorType = Literal["f32", "f16", "q8_0", "q4_0"]
 Weights = Literal["normal", "blocks"]
@@ -38,11 +45,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 RANDOM_MODEL_NAME = "tui-llm random llama (random weights)"
-BUILTIN_VOCAB_SIZE = 2560
-
-UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
-FIRST_BYTE_ID = 3
-SPACE_MARK = "\u2581"  # SentencePiece's word-start marker, what a space becomes.
+RANDOM_MOE_MODEL_NAME = "tui-llm random mixture of experts (random weights)"
 
 RMS_EPS = 1e-5
 _ROPE_FREQ_BASE = 10000.0
@@ -65,21 +68,31 @@ _RANDOM_BLOCKS = {
 
 
 @dataclass(frozen=True)
-class Vocabulary:
-    """An SPM ("llama") token list with scores and types, as llama.cpp's tokenizer reads them."""
+class ExpertShape:
+    """A mixture-of-experts FFN: n_expert experts of width n_ff_exp, n_expert_used per token.
 
-    tokens: list[str]
-    scores: list[float]
-    token_types: list[int]
+    n_ff_shexp > 0 adds a shared expert of that width beside the routed ones (qwen2moe's
+    ``ffn_*_shexp`` tensors); 0 writes none (qwen3moe).
+    """
 
-    def ids(self) -> dict[str, int]:
-        """Token text to id, for building the demo's bigram table."""
-        return {token: token_id for token_id, token in enumerate(self.tokens)}
+    n_expert: int
+    n_expert_used: int
+    n_ff_exp: int
+    n_ff_shexp: int = 0
+
+    @property
+    def architecture(self) -> str:
+        """The llama.cpp architecture the tensors follow: qwen2moe with a shared expert."""
+        return "qwen2moe" if self.n_ff_shexp else "qwen3moe"
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A llama model's sizes; head_dim may differ from n_embd / n_head (key_length)."""
+    """A model's sizes; head_dim may differ from n_embd / n_head (key_length).
+
+    experts=None is a dense llama; otherwise every layer's FFN is a mixture of experts and n_ff
+    is only the ``feed_forward_length`` key (the dense width the experts stand in for).
+    """
 
     n_vocab: int
     n_embd: int
@@ -89,63 +102,23 @@ class ModelShape:
     n_head_kv: int
     head_dim: int
     n_ctx: int
+    experts: ExpertShape | None = None
 
-
-def read_demo_corpus() -> str:
-    """The shipped English text that the demo model's vocabulary and word pairs are counted from."""
-    return (resources.files("tui_llm.catalog") / "data" / "demo_corpus.txt").read_text("utf-8")
-
-
-def _corpus_words_by_frequency(corpus: str) -> list[str]:
-    counts: dict[str, int] = {}
-    for word in re.findall(r"[A-Za-z]+", corpus):
-        counts[word] = counts.get(word, 0) + 1
-    return sorted(counts, key=lambda word: (-counts[word], word))
-
-
-def _filler_pieces(taken: set[str]) -> Iterator[str]:
-    for length in itertools.count(2):
-        for letters in itertools.product(string.ascii_lowercase, repeat=length):
-            piece = SPACE_MARK + "".join(letters)
-            if piece not in taken:
-                yield piece
-
-
-def build_vocabulary(n_vocab: int | None = None, corpus: str | None = None) -> Vocabulary:
-    """The first n_vocab tokens of the built-in SPM vocabulary (BUILTIN_VOCAB_SIZE when None).
-
-    Order is <unk>, <s>, </s>, the 256 byte tokens, the space mark, printable ASCII, then every
-    prefix of "▁word" for the corpus words, most frequent first: llama.cpp's SPM tokenizer only
-    merges pairs whose concatenation is a token, so each word needs all its prefixes, and any
-    truncation of this order keeps that property. Past the corpus it pads with letter pieces.
-    """
-    size = BUILTIN_VOCAB_SIZE if n_vocab is None else n_vocab
-    if size < FIRST_BYTE_ID + 256:
-        raise ValueError(f"n_vocab must be at least {FIRST_BYTE_ID + 256}, got {size}")
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    types += [gguf.TokenType.BYTE] * 256
-    pieces = [SPACE_MARK] + [chr(code) for code in range(0x21, 0x7F)]
-    seen = set(pieces)
-    for word in _corpus_words_by_frequency(read_demo_corpus() if corpus is None else corpus):
-        marked = SPACE_MARK + word
-        for end in range(2, len(marked) + 1):
-            if marked[:end] not in seen:
-                seen.add(marked[:end])
-                pieces.append(marked[:end])
-        if len(tokens) + len(pieces) >= size:
-            break
-    pieces.extend(itertools.islice(_filler_pieces(seen), max(0, size - len(tokens) - len(pieces))))
-    tokens += pieces[: size - len(tokens)]
-    types += [gguf.TokenType.NORMAL] * (size - len(types))
-    scores = [0.0] * (FIRST_BYTE_ID + 256) + [-float(i) for i in range(size - FIRST_BYTE_ID - 256)]
-    return Vocabulary(tokens=tokens, scores=scores, token_types=[int(t) for t in types])
+    @property
+    def architecture(self) -> str:
+        """``general.architecture``: llama, qwen3moe or qwen2moe."""
+        return "llama" if self.experts is None else self.experts.architecture
 
 
 def _tensor_plan(shape: ModelShape, tie_embeddings: bool) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and numpy shapes (rows, columns; GGUF stores them reversed) in file order."""
+    """Names and numpy shapes (GGUF stores them reversed: ne0 is the last) in file order.
+
+    The expert tensors are 3-D, (n_expert, rows, columns): llama.cpp's ``{n_embd, n_ff_exp,
+    n_expert}`` for gate and up, ``{n_ff_exp, n_embd, n_expert}`` for down.
+    """
     q_width = shape.n_head * shape.head_dim
     kv_width = shape.n_head_kv * shape.head_dim
+    experts = shape.experts
     plan: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (shape.n_vocab, shape.n_embd))]
     plan.append(("output_norm.weight", (shape.n_embd,)))
     if not tie_embeddings:
@@ -159,11 +132,49 @@ def _tensor_plan(shape: ModelShape, tie_embeddings: bool) -> list[tuple[str, tup
             (block + "attn_v.weight", (kv_width, shape.n_embd)),
             (block + "attn_output.weight", (shape.n_embd, q_width)),
             (block + "ffn_norm.weight", (shape.n_embd,)),
-            (block + "ffn_gate.weight", (shape.n_ff, shape.n_embd)),
-            (block + "ffn_up.weight", (shape.n_ff, shape.n_embd)),
-            (block + "ffn_down.weight", (shape.n_embd, shape.n_ff)),
         ]
+        if shape.architecture == "qwen3moe":
+            plan += [
+                (block + "attn_q_norm.weight", (shape.head_dim,)),
+                (block + "attn_k_norm.weight", (shape.head_dim,)),
+            ]
+        elif shape.architecture == "qwen2moe":
+            plan += [
+                (block + "attn_q.bias", (q_width,)),
+                (block + "attn_k.bias", (kv_width,)),
+                (block + "attn_v.bias", (kv_width,)),
+            ]
+        if experts is None:
+            plan += [
+                (block + "ffn_gate.weight", (shape.n_ff, shape.n_embd)),
+                (block + "ffn_up.weight", (shape.n_ff, shape.n_embd)),
+                (block + "ffn_down.weight", (shape.n_embd, shape.n_ff)),
+            ]
+            continue
+        n_expert, n_ff_exp = experts.n_expert, experts.n_ff_exp
+        plan += [
+            (block + "ffn_gate_inp.weight", (n_expert, shape.n_embd)),
+            (block + "ffn_gate_exps.weight", (n_expert, n_ff_exp, shape.n_embd)),
+            (block + "ffn_up_exps.weight", (n_expert, n_ff_exp, shape.n_embd)),
+            (block + "ffn_down_exps.weight", (n_expert, shape.n_embd, n_ff_exp)),
+        ]
+        if experts.n_ff_shexp:
+            plan += [
+                (block + "ffn_gate_inp_shexp.weight", (shape.n_embd,)),
+                (block + "ffn_gate_shexp.weight", (experts.n_ff_shexp, shape.n_embd)),
+                (block + "ffn_up_shexp.weight", (experts.n_ff_shexp, shape.n_embd)),
+                (block + "ffn_down_shexp.weight", (shape.n_embd, experts.n_ff_shexp)),
+            ]
     return plan
+
+
+def _stored_type(
+    tensor_name: str, numpy_shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType
+) -> gguf.GGMLQuantizationType:
+    """Vectors and expert routers stay f32, as llama.cpp's converter and quantizer keep them."""
+    if len(numpy_shape) == 1 or tensor_name.endswith("ffn_gate_inp.weight"):
+        return gguf.GGMLQuantizationType.F32
+    return qtype
 
 
 def _encode(values: FloatArray, qtype: gguf.GGMLQuantizationType) -> npt.NDArray[np.generic]:
@@ -178,18 +189,18 @@ def _encode(values: FloatArray, qtype: gguf.GGMLQuantizationType) -> npt.NDArray
 def random_blocks(
     rng: np.random.Generator, numpy_shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType
 ) -> npt.NDArray[np.uint8]:
-    """A quantized 2-D tensor of random blocks with a fixed scale, as stored bytes (rows, bytes).
+    """A quantized tensor of random blocks with a fixed scale, as stored bytes (..., rows, bytes).
 
     About 50 times faster than quantizing normal values, so models of realistic size (several GB)
     are written in seconds for benchmarks; the values have the same spread as ``normal`` weights.
     Raises KeyError for a type without a block layout here (see ``_RANDOM_BLOCKS``).
     """
     per_block, block_bytes, quant_std = _RANDOM_BLOCKS[qtype]
-    rows, columns = numpy_shape
-    blocks = rng.integers(0, 256, size=(rows, columns // per_block, block_bytes), dtype=np.uint8)
+    *outer, columns = numpy_shape
+    blocks = rng.integers(0, 256, size=(*outer, columns // per_block, block_bytes), dtype=np.uint8)
     scale = np.frombuffer(np.float16(_INIT_STD / quant_std).tobytes(), dtype=np.uint8)
-    blocks[:, :, :2] = scale
-    return blocks.reshape(rows, -1)
+    blocks[..., :2] = scale
+    return blocks.reshape(*outer, -1)
 
 
 def write_model_file(
@@ -211,7 +222,8 @@ def write_model_file(
     With n_shards > 1 the tensors are cut into that many files named as llama.cpp's gguf-split
     names them (``STEM-00001-of-00002.gguf``), each with the split.* keys; the first holds all
     other metadata. Returns the path to load: the file, or the first shard. ``fill_blocks``, when
-    given, makes each quantized 2-D tensor's stored bytes directly (``random_blocks``).
+    given, makes each quantized tensor's stored bytes directly (``random_blocks``). The
+    architecture (and its expert keys) comes from ``shape.architecture``.
     """
     qtype, file_type = _TYPE_BY_NAME[tensor_type]
     plan = _tensor_plan(shape, tie_embeddings)
@@ -221,7 +233,9 @@ def write_model_file(
     partial_dir = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial_dir.mkdir(parents=True, exist_ok=True)
     per_shard = 0 if n_shards == 1 else -(-len(plan) // n_shards)
-    writer = gguf.GGUFWriter(partial_dir / path.name, "llama", split_max_tensors=per_shard)
+    writer = gguf.GGUFWriter(
+        partial_dir / path.name, shape.architecture, split_max_tensors=per_shard
+    )
     try:
         writer.add_name(name)
         writer.add_file_type(int(file_type))
@@ -238,6 +252,12 @@ def write_model_file(
         writer.add_rope_dimension_count(shape.head_dim)
         writer.add_rope_freq_base(_ROPE_FREQ_BASE)
         writer.add_layer_norm_rms_eps(RMS_EPS)
+        if shape.experts is not None:
+            writer.add_expert_count(shape.experts.n_expert)
+            writer.add_expert_used_count(shape.experts.n_expert_used)
+            writer.add_expert_feed_forward_length(shape.experts.n_ff_exp)
+            if shape.experts.n_ff_shexp:
+                writer.add_expert_shared_feed_forward_length(shape.experts.n_ff_shexp)
         writer.add_tokenizer_model("llama")
         writer.add_token_list(vocab.tokens)
         writer.add_token_scores(vocab.scores)
@@ -251,7 +271,7 @@ def write_model_file(
         if chat_template is not None:
             writer.add_chat_template(chat_template)
         for tensor_name, numpy_shape in plan:
-            tensor_qtype = gguf.GGMLQuantizationType.F32 if len(numpy_shape) == 1 else qtype
+            tensor_qtype = _stored_type(tensor_name, numpy_shape, qtype)
             if tensor_qtype in _RANDOM_BLOCKS:
                 stored_shape = gguf.quant_shape_to_byte_shape(numpy_shape, tensor_qtype)
                 writer.add_tensor_info(
@@ -275,7 +295,7 @@ def write_model_file(
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for tensor_name, numpy_shape in plan:
-            tensor_qtype = gguf.GGMLQuantizationType.F32 if len(numpy_shape) == 1 else qtype
+            tensor_qtype = _stored_type(tensor_name, numpy_shape, qtype)
             if fill_blocks is not None and tensor_qtype in _RANDOM_BLOCKS:
                 writer.write_tensor_data(fill_blocks(tensor_name, numpy_shape))
             else:
@@ -317,31 +337,136 @@ def write_llama_gguf(
     weights="blocks" writes q8_0/q4_0 matrices as random quantized blocks (``random_blocks``):
     a 7B-shaped model in well under a minute, for benchmarks (the text is as random either way).
     """
-    kv_heads = n_head if n_head_kv is None else n_head_kv
     ff = n_ff if n_ff is not None else -(-8 * n_embd // 3 // 32) * 32
-    if min(n_layer, n_embd, n_head, kv_heads, ff, n_ctx) < 1:
+    return _write_random_model(
+        Path(path),
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_vocab=n_vocab,
+        n_ctx=n_ctx,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        n_ff=ff,
+        experts=None,
+        seed=seed,
+        tensor_type=tensor_type,
+        chat_template=chat_template,
+        name=name,
+        tie_embeddings=tie_embeddings,
+        n_shards=n_shards,
+        weights=weights,
+    )
+
+
+def write_moe_gguf(
+    path: str | os.PathLike[str],
+    *,
+    n_layer: int,
+    n_embd: int,
+    n_expert: int = 8,
+    n_expert_used: int = 2,
+    n_ff_exp: int | None = None,
+    n_ff_shexp: int = 0,
+    n_vocab: int | None = None,
+    n_ctx: int = 2048,
+    n_head: int = 4,
+    n_head_kv: int | None = None,
+    seed: int = 0,
+    tensor_type: TensorType = "f16",
+    chat_template: str | None = DEFAULT_CHAT_TEMPLATE,
+    name: str = RANDOM_MOE_MODEL_NAME,
+    tie_embeddings: bool = False,
+    n_shards: int = 1,
+    weights: Weights = "normal",
+) -> Path:
+    """Write a random-weight mixture-of-experts model llama.cpp runs; same arguments, same bytes.
+
+    Every layer routes each token to n_expert_used of n_expert experts of width n_ff_exp (default:
+    n_embd / 2 rounded up to 32) through ``ffn_gate_inp``; the experts are the 3-D tensors
+    ``blk.N.ffn_{gate,up,down}_exps.weight``. n_ff_shexp=0 writes qwen3moe (attention with
+    ``attn_q_norm``/``attn_k_norm``); n_ff_shexp > 0 writes qwen2moe with a shared expert of that
+    width (``ffn_{gate,up,down}_shexp``, ``ffn_gate_inp_shexp``) beside the routed ones.
+    Other arguments as ``write_llama_gguf``. For a benchmark model of realistic shape, e.g.
+    n_layer=24, n_embd=2048, n_expert=32, n_expert_used=4, n_ff_exp=1024 (about 5 GB in q8_0),
+    use weights="blocks": the expert tensors are written as random blocks too.
+    Raises ValueError for sizes llama.cpp cannot load (n_expert_used outside 1..n_expert, ...).
+    """
+    ff_exp = n_ff_exp if n_ff_exp is not None else -(-n_embd // 2 // 32) * 32
+    if not 1 <= n_expert_used <= n_expert:
+        raise ValueError(f"n_expert_used must be 1 to n_expert ({n_expert}), not {n_expert_used}")
+    if n_ff_shexp < 0:
+        raise ValueError(f"n_ff_shexp must be 0 (no shared expert) or positive, not {n_ff_shexp}")
+    experts = ExpertShape(
+        n_expert=n_expert, n_expert_used=n_expert_used, n_ff_exp=ff_exp, n_ff_shexp=n_ff_shexp
+    )
+    return _write_random_model(
+        Path(path),
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_vocab=n_vocab,
+        n_ctx=n_ctx,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        n_ff=ff_exp * n_expert_used,
+        experts=experts,
+        seed=seed,
+        tensor_type=tensor_type,
+        chat_template=chat_template,
+        name=name,
+        tie_embeddings=tie_embeddings,
+        n_shards=n_shards,
+        weights=weights,
+    )
+
+
+def _write_random_model(
+    path: Path,
+    *,
+    n_layer: int,
+    n_embd: int,
+    n_vocab: int | None,
+    n_ctx: int,
+    n_head: int,
+    n_head_kv: int | None,
+    n_ff: int,
+    experts: ExpertShape | None,
+    seed: int,
+    tensor_type: TensorType,
+    chat_template: str | None,
+    name: str,
+    tie_embeddings: bool,
+    n_shards: int,
+    weights: Weights,
+) -> Path:
+    """Check the sizes, then write random normal (or block) weights, unit norms and zero biases."""
+    kv_heads = n_head if n_head_kv is None else n_head_kv
+    widths = [n_ff] if experts is None else [experts.n_ff_exp, experts.n_ff_shexp or 32]
+    if min(n_layer, n_embd, n_head, kv_heads, n_ctx, *widths) < 1:
         raise ValueError("n_layer, n_embd, n_head, n_head_kv, n_ff and n_ctx must be positive")
     if n_embd % n_head or (n_embd // n_head) % 2:
         raise ValueError(f"n_embd {n_embd} must split into {n_head} heads of an even size")
     if n_head % kv_heads:
         raise ValueError(f"n_head {n_head} must be a multiple of n_head_kv {kv_heads}")
-    if tensor_type in ("q8_0", "q4_0") and (n_embd % 32 or ff % 32):
-        raise ValueError(f"{tensor_type} needs n_embd and n_ff to be multiples of 32")
+    if tensor_type in ("q8_0", "q4_0") and any(width % 32 for width in (n_embd, *widths)):
+        raise ValueError(f"{tensor_type} needs n_embd and the FFN widths to be multiples of 32")
     vocab = build_vocabulary(n_vocab)
     shape = ModelShape(
         n_vocab=len(vocab.tokens),
         n_embd=n_embd,
         n_layer=n_layer,
-        n_ff=ff,
+        n_ff=n_ff,
         n_head=n_head,
         n_head_kv=kv_heads,
         head_dim=n_embd // n_head,
         n_ctx=n_ctx,
+        experts=experts,
     )
     rng = np.random.default_rng(seed)
     qtype = _TYPE_BY_NAME[tensor_type][0]
 
     def fill(tensor_name: str, numpy_shape: tuple[int, ...]) -> FloatArray:
+        if tensor_name.endswith(".bias"):
+            return np.zeros(numpy_shape, dtype=np.float32)
         if len(numpy_shape) == 1:
             return np.ones(numpy_shape, dtype=np.float32)
         values: FloatArray = rng.standard_normal(numpy_shape, dtype=np.float32)
@@ -349,7 +474,7 @@ def write_llama_gguf(
         return values
 
     return write_model_file(
-        Path(path),
+        path,
         shape=shape,
         vocab=vocab,
         tensor_type=tensor_type,

@@ -4,9 +4,10 @@ the model argument, and how a message reaches the person at the terminal."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tui_llm.textsafe import make_inert
 
@@ -71,6 +72,120 @@ def rpc_list(value: str) -> tuple[str, ...]:
     return servers
 
 
+def non_negative_int(value: str) -> int:
+    """An argparse type: a whole number, zero or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return number
+
+
+def tensor_override_list(value: str) -> tuple[tuple[str, str], ...]:
+    """An argparse type: llama.cpp's ``-ot`` value, ``PATTERN=BUFFER_TYPE[,...]``.
+
+    Each pattern must be a regular expression; the buffer type (``CPU``, ``CUDA0``, ``RPC1`` or
+    ``RPC0[host:port]``) is checked when the model loads, where the devices are known.
+    """
+    pairs = []
+    for item in value.split(","):
+        pattern, equals, buffer_type = item.rpartition("=")
+        if not equals or not pattern or not buffer_type.strip():
+            raise argparse.ArgumentTypeError(f"override must be PATTERN=BUFFER_TYPE: {item}")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise argparse.ArgumentTypeError(f"bad pattern {pattern!r}: {exc}") from None
+        pairs.append((pattern, buffer_type.strip()))
+    return tuple(pairs)
+
+
+def tensor_split_list(value: str) -> tuple[float, ...]:
+    """An argparse type: proportions per device, ``1,3``; none negative, at least one above 0."""
+    try:
+        parts = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"tensor split must be numbers like 1,3: {value}"
+        ) from None
+    if any(part < 0 or part != part for part in parts) or not any(parts):
+        raise argparse.ArgumentTypeError(
+            f"tensor split needs proportions of 0 or more, one above 0: {value}"
+        )
+    return parts
+
+
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    """Where the weights go beyond the layer count: MoE experts on the CPU, tensor overrides,
+    the split between several devices (``placement_from_args`` reads them)."""
+    experts = parser.add_mutually_exclusive_group()
+    experts.add_argument(
+        "--cpu-moe",
+        dest="n_cpu_moe",
+        action="store_const",
+        const="all",
+        default=None,
+        help="keep every mixture-of-experts layer's expert weights in RAM",
+    )
+    experts.add_argument(
+        "--n-cpu-moe",
+        dest="n_cpu_moe",
+        type=non_negative_int,
+        metavar="N",
+        help="keep the expert weights of the first N layers in RAM",
+    )
+    parser.add_argument(
+        "-ot",
+        "--override-tensor",
+        dest="tensor_overrides",
+        type=tensor_override_list,
+        action="append",
+        default=[],
+        metavar="PATTERN=BUFT",
+        help="put tensors whose names match PATTERN on a buffer type (CPU, CUDA0, RPC1, ...); "
+        "repeatable, the first match wins",
+    )
+    parser.add_argument(
+        "--tensor-split",
+        type=tensor_split_list,
+        default=None,
+        metavar="P,P,...",
+        help="proportions of the model per GPU, in device order (e.g. 1,3)",
+    )
+    parser.add_argument(
+        "--split-mode",
+        choices=("layer", "row", "none"),
+        default=None,
+        help="split between GPUs by layer, by rows of each matrix, or not at all",
+    )
+    parser.add_argument(
+        "--main-gpu",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="the GPU for the whole model (--split-mode none) or its small tensors (row)",
+    )
+
+
+def placement_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``LoadSettings`` fields the placement options set (only those given)."""
+    values: dict[str, Any] = {}
+    if getattr(args, "n_cpu_moe", None) is not None:
+        values["n_cpu_moe"] = args.n_cpu_moe
+    overrides = [pair for group in getattr(args, "tensor_overrides", None) or () for pair in group]
+    if overrides:
+        values["tensor_overrides"] = tuple(overrides)
+    if getattr(args, "tensor_split", None):
+        values["tensor_split"] = tuple(args.tensor_split)
+    if getattr(args, "split_mode", None):
+        values["split_mode"] = args.split_mode
+    if getattr(args, "main_gpu", None) is not None:
+        values["main_gpu"] = args.main_gpu
+    return values
+
+
 def add_load_options(parser: argparse.ArgumentParser, offload: bool = True) -> None:
     """The load options every model-loading command takes (``offload=False``: the command
     reads ``--offload`` its own way, as ``bench`` does)."""
@@ -106,6 +221,7 @@ def add_load_options(parser: argparse.ArgumentParser, offload: bool = True) -> N
         default=None,
         help="prompt format when the model has no chat template",
     )
+    add_placement_options(parser)
 
 
 def resolve_model(name: str) -> Path:

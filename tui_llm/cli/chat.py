@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from tui_llm.cli.args import UsageError, resolve_model, say
+from tui_llm.cli.args import UsageError, placement_from_args, resolve_model, say
 from tui_llm.textsafe import for_stream
 
 
@@ -31,6 +31,7 @@ def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
         use_mmap=not args.no_mmap,
         rpc_servers=tuple(args.rpc),
         chat_format=args.chat_format,
+        **placement_from_args(args),
     )
     if offload == "auto":
         from dataclasses import replace

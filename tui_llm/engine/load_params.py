@@ -9,13 +9,43 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui_llm.catalog.ggml_types import type_ids_by_name
-from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, ProgressEvent
+from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, ProgressEvent, SplitMode
+
+if TYPE_CHECKING:
+    from tui_llm.engine.native import TensorBuftOverrides
 
 # ggml type id of each KV cache type llama.cpp accepts.
 KV_TYPE_IDS = {name: type_ids_by_name()[name] for name in KV_CACHE_TYPES}
+# llama.h's enum llama_split_mode.
+SPLIT_MODE_IDS: dict[SplitMode, int] = {"none": 0, "layer": 1, "row": 2}
+# The expert FFN tensors, as llama.cpp's common.h matches them for --cpu-moe and --n-cpu-moe
+# (fused gate_up and "chunked" experts included); shared experts (``_shexp``) do not match.
+FFN_EXPS_PATTERN = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+CPU_BUFFER_TYPE = "CPU"
+
+
+def expert_layer_pattern(layer: int) -> str:
+    """The pattern for one layer's expert tensors (common.h's ``llm_ffn_exps_block_regex``)."""
+    return rf"blk\.{layer}{FFN_EXPS_PATTERN}"
+
+
+def tensor_overrides(settings: LoadSettings) -> tuple[tuple[str, str], ...]:
+    """(pattern, buffer type name) pairs for a load, in llama.cpp's order of precedence.
+
+    The user's ``tensor_overrides`` come first (the first matching pattern wins), then
+    ``n_cpu_moe``'s: one pattern for "all" (``--cpu-moe``), else one per layer 0..N-1.
+    """
+    pairs = list(settings.tensor_overrides)
+    if settings.n_cpu_moe == "all":
+        pairs.append((FFN_EXPS_PATTERN, CPU_BUFFER_TYPE))
+    else:
+        pairs += [
+            (expert_layer_pattern(layer), CPU_BUFFER_TYPE) for layer in range(settings.n_cpu_moe)
+        ]
+    return tuple(pairs)
 
 
 def llama_kwargs(settings: LoadSettings) -> dict[str, Any]:
@@ -33,12 +63,22 @@ def llama_kwargs(settings: LoadSettings) -> dict[str, Any]:
         "type_v": kv_type,
         "use_mmap": settings.use_mmap,
         "offload_kqv": settings.offload_kqv,
+        "split_mode": SPLIT_MODE_IDS[settings.split_mode],
+        "main_gpu": settings.main_gpu,
+        "tensor_split": list(settings.tensor_split) if settings.tensor_split else None,
     }
 
 
 @contextmanager
-def progress_hook(on_progress: Callable[[float], bool]) -> Iterator[None]:
-    """Install a progress callback on the params ``Llama()`` builds; ``False`` aborts."""
+def progress_hook(
+    on_progress: Callable[[float], bool], overrides: TensorBuftOverrides | None = None
+) -> Iterator[None]:
+    """Install a progress callback (``False`` aborts) and the tensor buffer type overrides
+    (``native.tensor_buft_overrides``) on the params ``Llama()`` builds inside the block.
+
+    llama-cpp-python has no argument for the overrides, so they go in as its progress callback
+    does: through ``llama_model_default_params``. The block keeps ``overrides`` alive.
+    """
     import llama_cpp.llama_cpp as llama_cpp
 
     def callback_fn(progress: float, _user: ctypes.c_void_p) -> bool:
@@ -55,6 +95,8 @@ def progress_hook(on_progress: Callable[[float], bool]) -> Iterator[None]:
         # llama.cpp's AMX weight repacking segfaults on the first matmul of quantized models
         # (ggml-org/llama.cpp#20824); on AMX CPUs keep weights in their plain layout.
         params.use_extra_bufts = repack
+        if overrides is not None:
+            params.tensor_buft_overrides = overrides.address
         return params
 
     llama_cpp.llama_model_default_params = params_with_progress

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -65,6 +67,12 @@ def _ggml() -> ctypes.CDLL:
     lib.ggml_backend_dev_type.restype = ctypes.c_int
     lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
     lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_by_name.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_dev_by_name.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    lib.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_buft_name.restype = ctypes.c_char_p
     lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
     lib.ggml_backend_register.restype = None
     return lib
@@ -108,6 +116,82 @@ def list_devices() -> tuple[DeviceInfo, ...]:
             )
         )
     return tuple(devices)
+
+
+def buffer_types() -> dict[str, int]:
+    """Every device's default buffer type by name, as llama.cpp's ``-ot`` lists them.
+
+    Maps ``ggml_backend_buft_name`` (``CPU``, ``CUDA0``, ``RPC0[127.0.0.1:50052]``) to the
+    ``ggml_backend_buffer_type_t`` address; the CPU entry is the one llama.cpp compares overrides
+    against to use its repacked CPU buffer types.
+    """
+    lib = _ggml()
+    found: dict[str, int] = {}
+    for index in range(lib.ggml_backend_dev_count()):
+        buft = lib.ggml_backend_dev_buffer_type(lib.ggml_backend_dev_get(index))
+        if buft:
+            name = (lib.ggml_backend_buft_name(buft) or b"?").decode(errors="replace")
+            found.setdefault(name, int(buft))
+    return found
+
+
+def buffer_type(name: str) -> int:
+    """The buffer type an override names: a buffer type name (``RPC0[127.0.0.1:50052]``, as
+    llama.cpp's ``-ot`` takes it) or a device name (``RPC1``, ``CUDA0``, ``CPU``).
+
+    Raises ValueError, one line listing the valid names, for a name no device has.
+    """
+    by_name = buffer_types()
+    if name in by_name:
+        return by_name[name]
+    lib = _ggml()
+    dev = lib.ggml_backend_dev_by_name(name.encode())
+    if dev:
+        buft = lib.ggml_backend_dev_buffer_type(dev)
+        if buft:
+            return int(buft)
+    devices = [device.name for device in list_devices()]
+    valid = sorted(set(by_name) | set(devices))
+    raise ValueError(f"unknown buffer type {name!r}; valid: {', '.join(valid)}")
+
+
+class TensorBuftOverride(ctypes.Structure):
+    """llama.h's ``llama_model_tensor_buft_override``: a tensor name pattern and a buffer type."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+@dataclass(frozen=True)
+class TensorBuftOverrides:
+    """The NULL-terminated override array for ``llama_model_params.tensor_buft_overrides``.
+
+    Holds the encoded patterns too: llama.cpp reads them through the array's pointers during the
+    load, so this object must outlive ``Llama()``.
+    """
+
+    array: ctypes.Array[TensorBuftOverride]
+    patterns: tuple[bytes, ...]
+
+    @property
+    def address(self) -> int:
+        """The array's address, for the ``c_void_p`` field llama-cpp-python declares."""
+        return ctypes.addressof(self.array)
+
+
+def tensor_buft_overrides(overrides: Sequence[tuple[str, str]]) -> TensorBuftOverrides | None:
+    """The array for (pattern, buffer type name) pairs, in order (llama.cpp uses the first
+    pattern that matches a tensor name); None for no pairs. Register RPC servers first.
+
+    Raises ValueError (one line, listing the valid names) for an unknown buffer type.
+    """
+    if not overrides:
+        return None
+    patterns = tuple(pattern.encode() for pattern, _ in overrides)
+    array = (TensorBuftOverride * (len(overrides) + 1))()
+    for index, (pattern, (_, buft_name)) in enumerate(zip(patterns, overrides, strict=True)):
+        array[index].pattern = pattern
+        array[index].buft = buffer_type(buft_name)
+    return TensorBuftOverrides(array, patterns)
 
 
 def supports_rpc() -> bool:

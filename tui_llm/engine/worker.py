@@ -24,6 +24,7 @@ from tui_llm.engine.load_params import (
     llama_kwargs,
     progress_hook,
     progress_reporter,
+    tensor_overrides,
 )
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
@@ -187,7 +188,8 @@ class Worker:
         try:
             for endpoint in settings.rpc_servers:
                 native.add_rpc_server(endpoint)
-        except RuntimeError as exc:
+            overrides = native.tensor_buft_overrides(tensor_overrides(settings))
+        except (RuntimeError, ValueError) as exc:
             self.send(ErrorEvent(rid, "bad_request", _one_line(exc)))
             return
 
@@ -217,7 +219,8 @@ class Worker:
         kind: ErrorKind = "bad_model"
         with self._sink.capture() as lines:
             try:
-                hook = progress_hook(progress_reporter(rid, self.send, self.is_cancelled))
+                reporter = progress_reporter(rid, self.send, self.is_cancelled)
+                hook = progress_hook(reporter, overrides)
                 with hook, templates.tolerant_gguf_templates():
                     self._llm = Llama(settings.model_path, verbose=True, **llama_kwargs(settings))
             except (ValueError, RuntimeError, OSError) as exc:

@@ -247,7 +247,10 @@ def _gpu_alloc_size(model: ModelShape, name: str, nbytes: int, device: DevicePro
 
 
 def _layout(
-    model: ModelShape, settings: EstimateSettings, devices: Sequence[DeviceProfile], offload: int,
+    model: ModelShape,
+    settings: EstimateSettings,
+    devices: Sequence[DeviceProfile],
+    offload: int,
     n_cpu_moe: int,
 ) -> Layout:
     gpus = [d for d in devices if d.present]
@@ -409,7 +412,10 @@ _PIPELINE_COPIES = 4
 
 
 def _pipeline_copies(
-    settings: EstimateSettings, gpus: Sequence[DeviceProfile], offload: int, n_layer: int,
+    settings: EstimateSettings,
+    gpus: Sequence[DeviceProfile],
+    offload: int,
+    n_layer: int,
     n_cpu_moe: int,
 ) -> int:
     """4 when llama.cpp turns on pipeline parallelism (llama_context's conditions), else 1."""
@@ -443,9 +449,7 @@ def _memory(
     splits = [
         MemorySplit(weights=weights[d], kv=kv[d], compute=compute[d]) for d in range(len(gpus))
     ]
-    cpu = MemorySplit(
-        weights=weights[-1], kv=kv[-1], compute=compute[-1], output=model.n_vocab * 4
-    )
+    cpu = MemorySplit(weights=weights[-1], kv=kv[-1], compute=compute[-1], output=model.n_vocab * 4)
     gpu_total = MemorySplit(
         weights=sum(s.weights for s in splits),
         kv=sum(s.kv for s in splits),

@@ -336,6 +336,7 @@ def schedule(
         copy.fixed_size = source.fixed_size
         copy.backend = backend
         return copy
+
     split_backend = next((n.backend for n in computing), cpu)
 
     def flush() -> None:

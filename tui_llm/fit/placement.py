@@ -143,9 +143,9 @@ def layout(
         if layer is None:
             continue
         device = cpu if layer < 0 else blocks[min(layer, n_layer)]
-        for compiled, target in rules:
+        for compiled, rule_device in rules:
             if compiled.search(name):
-                device = target
+                device = rule_device
                 break
         else:
             if name in expert_tensors and layer is not None and 0 <= layer < moe_layers:

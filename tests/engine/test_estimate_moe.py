@@ -10,6 +10,7 @@ puts the blocks and buffers where the estimate says, with and without pipeline p
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def test_experts_in_ram_move_their_bytes_off_the_gpu(loads: Loads) -> None:
         by_device(loads.loaded[("qwen3moe", N_LAYER + 1, moe)].buffers)[f"RPC0[{server}]"]
         for moe in range(N_LAYER + 1)
     ]
-    drops = [a.weights - b.weights for a, b in zip(on_gpu, on_gpu[1:], strict=False)]
+    drops = [a.weights - b.weights for a, b in itertools.pairwise(on_gpu)]
     assert all(drop >= 3 * per_layer - 0.011 * MIB for drop in drops)
 
 

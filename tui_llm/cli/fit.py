@@ -123,7 +123,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.json:
         out = _as_json(info.name, path, est, gpu, budget, choice)
         out["pairs"] = _pairs_json(est, budget)
-        out["recommended"] = _placement_json(placement)
+        out["recommended"] = {**out["recommended"], **_placement_json(placement)}  # type: ignore[dict-item]
         print(json.dumps(out, indent=2))
         return 0
     text = _as_text(info.name, est, gpu, budget, choice)

@@ -18,10 +18,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tui_llm.catalog.generate import write_llama_gguf
+from tui_llm.catalog.generate import write_llama_gguf, write_moe_gguf
 from tui_llm.catalog.metadata import read_model_info
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.logparse import is_host_buffer
@@ -200,6 +200,45 @@ async def rpc_rows(folder: Path, endpoint: str) -> list[Row]:
     return rows
 
 
+async def moe_rows(folder: Path, endpoint: str) -> list[Row]:
+    """Every (GPU layers, expert layers on the CPU) pair of a 4-layer qwen3moe model, RPC0 and
+    host buffers each."""
+    path = write_moe_gguf(folder / "moe-4l.gguf", n_layer=4, n_embd=128, seed=3)
+    info = read_model_info(path)
+    device = replace(RPC, name=f"RPC0[{endpoint}]")
+    n_layer = info.n_layer or 0
+    rows = []
+    client = EngineClient()
+    await client.start()
+    try:
+        for level in range(n_layer + 2):
+            for moe in range(n_layer + 1):
+                load = LoadSettings(
+                    model_path=str(path),
+                    n_threads=1,
+                    rpc_servers=(endpoint,),
+                    offload_layers=level,
+                    n_cpu_moe=moe,
+                    n_ctx=512,
+                )
+                est = estimate(info, EstimateSettings.from_load_settings(load), device)
+                loaded = await client.load(load, keep_kv=False)
+                for side, host in (("gpu", False), ("cpu", True)):
+                    estimated = split(est.pair(level, moe), side)
+                    estimated["total"] = sum(estimated.values())
+                    rows.append(
+                        Row(
+                            f"qwen3moe 4L layers {level} experts-on-CPU {moe} {side.upper()}",
+                            "ctx 512, KV f16",
+                            reported_by_kind(loaded.buffers, host),
+                            estimated,
+                        )
+                    )
+    finally:
+        await client.close()
+    return rows
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:.2f}"
 
@@ -244,6 +283,7 @@ class Comparison:
     rpc: list[Row] | None
     loads: int
     seconds: float
+    moe: list[Row] | None = None
 
 
 async def compare(with_rpc: bool) -> Comparison:
@@ -251,12 +291,13 @@ async def compare(with_rpc: bool) -> Comparison:
         folder = Path(tmp)
         started = time.perf_counter()
         cpu = await cpu_rows(folder)
-        rpc = None
+        rpc = moe = None
         if with_rpc:
             with rpc_server() as endpoint:
                 rpc = await rpc_rows(folder, endpoint)
-        loads = len(cpu) + (len(rpc) // 2 if rpc else 0)
-        return Comparison(cpu, rpc, loads, time.perf_counter() - started)
+                moe = await moe_rows(folder, endpoint)
+        loads = len(cpu) + (len(rpc) // 2 if rpc else 0) + (len(moe) // 2 if moe else 0)
+        return Comparison(cpu, rpc, loads, time.perf_counter() - started, moe)
 
 
 def sections(comparison: Comparison, markdown: bool) -> dict[str, str]:
@@ -264,6 +305,8 @@ def sections(comparison: Comparison, markdown: bool) -> dict[str, str]:
     out = {"fit.cpu": table(comparison.cpu, markdown) + "\n\n" + summary(comparison.cpu)}
     if comparison.rpc is not None:
         out["fit.rpc"] = table(comparison.rpc, markdown) + "\n\n" + summary(comparison.rpc)
+    if comparison.moe is not None:
+        out["fit.moe"] = table(comparison.moe, markdown) + "\n\n" + summary(comparison.moe)
     last = list(out)[-1]
     out[last] += f"\n\n{comparison.loads} loads in {comparison.seconds:.1f} s"
     return out
@@ -285,6 +328,9 @@ async def main(argv: list[str] | None = None) -> int:
     if "fit.rpc" in parts:
         print("\nRPC device as the GPU: every offload level of an 8-layer model\n")
         print(parts["fit.rpc"])
+    if "fit.moe" in parts:
+        print("\nMixture of experts: every (layers, expert layers on the CPU) pair on RPC0\n")
+        print(parts["fit.moe"])
     return 0
 
 

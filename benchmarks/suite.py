@@ -65,8 +65,9 @@ BENCHMARKS = (
         "fit",
         "benchmarks.bench_fit",
         "docs/fit-accuracy.md",
-        ("fit.cpu", "fit.rpc"),
-        "memory estimate vs the buffers llama.cpp allocates (CPU, every RPC offload level)",
+        ("fit.cpu", "fit.rpc", "fit.moe"),
+        "memory estimate vs the buffers llama.cpp allocates (CPU, every RPC offload level, "
+        "every MoE pair)",
         "~10 s (no quick mode)",
     ),
     Benchmark(

@@ -113,12 +113,113 @@ def run_fit(args: argparse.Namespace) -> int:
         total_gpu_bytes=gpu.total if gpu else None,
         margin_bytes=args.margin,
     )
+    placement = auto.choose_placement(
+        advised,
+        [gpu.free] if gpu else None,
+        total_bytes=[gpu.total] if gpu else None,
+        margin_bytes=args.margin,
+    )
     budget = gpu.free - choice.margin_bytes if gpu else None
     if args.json:
-        print(json.dumps(_as_json(info.name, path, est, gpu, budget, choice), indent=2))
+        out = _as_json(info.name, path, est, gpu, budget, choice)
+        out["pairs"] = _pairs_json(est, budget)
+        out["recommended"] = _placement_json(placement)
+        print(json.dumps(out, indent=2))
         return 0
-    print(for_stream(_as_text(info.name, est, gpu, budget, choice), sys.stdout))
+    text = _as_text(info.name, est, gpu, budget, choice)
+    if est.is_moe:
+        text = _moe_text(text, est, budget, placement)
+    print(for_stream(text, sys.stdout))
     return 0
+
+
+def _distinct_moe_counts(est: Any, level: int) -> list[int]:
+    """Expert-layer counts that change anything at ``level``: 0, then past the CPU blocks."""
+    if not est.is_moe or level == 0:
+        return [0]
+    on_cpu_anyway = max(est.n_layer + 1 - level, 0)
+    return [0, *range(on_cpu_anyway + 1, est.n_layer + 1)]
+
+
+def _pairs_json(est: Any, budget: int | None) -> list[dict[str, object]]:
+    """Every (layers, expert layers in RAM) pair with its bytes per device and whether it fits
+    the GPU now (pairs that place nothing differently from an earlier one are left out)."""
+    rows: list[dict[str, object]] = []
+    for level in range(est.max_level + 1):
+        for moe in _distinct_moe_counts(est, level):
+            pair = est.pair(level, moe)
+            rows.append(
+                {
+                    "offload_layers": level,
+                    "n_cpu_moe": moe,
+                    "devices": [
+                        {"name": name, **asdict(split), "total": split.total}
+                        for name, split in pair.devices
+                    ],
+                    "cpu": {**asdict(pair.cpu), "total": pair.cpu.total},
+                    "fits_now": _fits(pair.gpu.total, budget),
+                }
+            )
+    return rows
+
+
+def _placement_json(choice: Any) -> dict[str, object]:
+    return {
+        "offload_layers": choice.offload_layers,
+        "n_cpu_moe": choice.n_cpu_moe,
+        "reason": choice.reason,
+        "fits": choice.fits,
+        "devices": [
+            {"name": name, "bytes": used, "budget": budget}
+            for name, used, budget in zip(
+                choice.device_names, choice.device_bytes, choice.device_budgets, strict=False
+            )
+        ],
+        "gpu_bytes": choice.gpu_bytes,
+        "cpu_bytes": choice.cpu_bytes,
+        "shortfall_bytes": choice.shortfall_bytes,
+    }
+
+
+def _moe_text(text: str, est: Any, budget: int | None, choice: Any) -> str:
+    """The level table followed by each level with every expert layer in RAM, and the advice
+    as a (layers, expert layers) pair."""
+    lines = text.splitlines()
+    advice = next(i for i, line in enumerate(lines) if line.startswith("recommended:"))
+    rows = [("level", "GPU, experts in RAM", "CPU, experts in RAM", "fits now")]
+    for level in range(1, est.max_level + 1):
+        pair = est.pair(level, est.n_layer)
+        fits = _fits(pair.gpu.total, budget)
+        rows.append(
+            (
+                "all" if level == est.max_level else str(level),
+                human_bytes(pair.gpu.total),
+                human_bytes(pair.cpu.total),
+                "-" if fits is None else ("yes" if fits else "no"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    table = [
+        "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    level_text = "all" if choice.offload_layers == est.max_level else str(choice.offload_layers)
+    moe_text = f" --n-cpu-moe {choice.n_cpu_moe}" if choice.n_cpu_moe else ""
+    head = lines[:advice]
+    tail = lines[advice + 1 :]
+    return "\n".join(
+        [
+            *head,
+            f"mixture of experts: {est.expert_layers} layers with experts",
+            "",
+            *table,
+            "",
+            f"recommended: --offload {level_text}{moe_text} ({choice.reason})",
+            *tail,
+        ]
+    )
 
 
 def _fits(gpu_bytes: int, budget: int | None) -> bool | None:

@@ -8,10 +8,19 @@ loads of the same file taught (:mod:`tui_llm.fit.learned`). Nothing here imports
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from tui_llm.engine.protocol import LoadSettings
-from tui_llm.fit.auto import OffloadChoice, choose_offload, safety_margin
+from tui_llm.fit.auto import (
+    OffloadChoice,
+    PlacementChoice,
+    choose_offload,
+    choose_placement,
+    safety_margin,
+    spread_by_free_memory,
+)
 from tui_llm.fit.estimate import (
     CUDA,
     NO_GPU,
@@ -37,14 +46,20 @@ __all__ = [
     "LevelEstimate",
     "MemorySplit",
     "OffloadChoice",
+    "PlacementChoice",
     "auto_offload_for_path",
+    "auto_placement_for_path",
     "choose_offload",
+    "choose_placement",
     "device_for",
+    "devices_for_settings",
     "estimate",
     "estimate_file",
     "estimate_level",
+    "estimate_pair",
     "fit_label",
     "safety_margin",
+    "spread_by_free_memory",
     "too_big_reason",
 ]
 
@@ -54,6 +69,16 @@ def device_for(settings: LoadSettings | None, gpu_present: bool = True) -> Devic
     if settings is not None and settings.rpc_servers:
         return RPC
     return CUDA if gpu_present else NO_GPU
+
+
+def devices_for_settings(
+    settings: LoadSettings | None, gpu_present: bool = True
+) -> tuple[DeviceProfile, ...]:
+    """The offload devices a load would use, in llama.cpp's order: each RPC server (named as
+    llama.cpp names its buffers, ``RPC0[host:port]``), else the GPU, else none."""
+    if settings is not None and settings.rpc_servers:
+        return tuple(replace(RPC, name=f"RPC0[{server}]") for server in settings.rpc_servers)
+    return (CUDA if gpu_present else NO_GPU,)
 
 
 def _corrected(path: Path, settings: LoadSettings, est: Estimate) -> Estimate:
@@ -75,6 +100,50 @@ def _estimate_for(path: Path, settings: LoadSettings, gpu_present: bool) -> Esti
     except (OSError, ValueError):
         return None
     return _corrected(path, settings, est)
+
+
+def estimate_pair(
+    path: Path, settings: LoadSettings, layers: int, n_cpu_moe: int, gpu_present: bool = True
+) -> tuple[tuple[int, ...], int] | None:
+    """(bytes on each GPU, CPU bytes) with ``layers`` offloaded and the experts of the first
+    ``n_cpu_moe`` layers in RAM; None when the model cannot be read."""
+    try:
+        est = estimate_file(
+            path,
+            EstimateSettings.from_load_settings(settings),
+            devices_for_settings(settings, gpu_present),
+        )
+    except (OSError, ValueError):
+        return None
+    chosen = est.pair(layers, n_cpu_moe)
+    return chosen.device_totals(), chosen.cpu.total
+
+
+def auto_placement_for_path(
+    path: Path,
+    settings: LoadSettings,
+    free_bytes: Sequence[int] | None,
+    margin_bytes: int | None = None,
+    total_bytes: Sequence[int] | None = None,
+) -> PlacementChoice | None:
+    """Layers, expert layers in RAM and (for several devices without a split) the tensor_split
+    to load with, and why; None when the model cannot be estimated.
+
+    ``free_bytes`` is each offload device's free memory in llama.cpp's order (None: no GPU).
+    Without a split in ``settings``, several devices share the layers by free memory.
+    """
+    load = settings
+    if free_bytes and len(free_bytes) > 1 and not settings.tensor_split:
+        load = replace(settings, tensor_split=spread_by_free_memory(free_bytes))
+    try:
+        est = estimate_file(
+            path,
+            EstimateSettings.from_load_settings(load),
+            devices_for_settings(load, free_bytes is not None),
+        )
+    except (OSError, ValueError):
+        return None
+    return choose_placement(est, free_bytes, total_bytes=total_bytes, margin_bytes=margin_bytes)
 
 
 def too_big_reason(path: Path, settings: LoadSettings, free_gpu_bytes: int | None) -> str | None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from tui_llm.fit.ggml_graph import TYPE_SIZES, VIEW_OPS, Graph, Ops, Tensor, pad, row_bytes
 
 # ops ggml-alloc may compute in place over a parent (ggml_op_can_inplace)
-_INPLACE_OPS = frozenset({"scale", "add", "mul", "unary", "rope", "rms_norm", "soft_max"})
+_INPLACE_OPS = frozenset(
+    {"scale", "add", "sub", "mul", "div", "unary", "rope", "rms_norm", "soft_max"}
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Backend:
             return False
         if tensor.op == "mul_mat":
             batch = tensor.ne[1]
-        elif tensor.op == "rope":
+        elif tensor.op in ("rope", "mul_mat_id"):
             batch = tensor.ne[2]
         else:
             batch = tensor.nrows()
@@ -253,12 +255,14 @@ def _pass1(backends: Sequence[Backend], t: Tensor, op_offload: bool) -> int:
 
 
 def schedule(
-    backends: Sequence[Backend], graph: Graph, op_offload: bool
+    backends: Sequence[Backend], graph: Graph, op_offload: bool, n_copies: int = 1
 ) -> tuple[list[Tensor], list[int], list[Tensor], list[int]]:
     """Assign every node a backend and insert input copies between splits.
 
     Returns the allocation graph's nodes and leafs with their backend ids, as
-    ggml_backend_sched_split_graph builds ``sched->graph``.
+    ggml_backend_sched_split_graph builds ``sched->graph``. ``n_copies`` > 1 is pipeline
+    parallelism: every graph input and every split input is kept in that many copies, allocated
+    before everything else and never freed.
     """
     nodes = graph.nodes
     cpu = len(backends) - 1
@@ -312,6 +316,27 @@ def schedule(
     out_backends: list[int] = []
     pending: list[Tensor] = []
     split_inputs: list[Tensor] = []
+    input_leafs: list[tuple[Tensor, int]] = []  # graph inputs' copies (pipeline parallelism)
+    copy_leafs: list[tuple[Tensor, int]] = []  # split inputs' copies (pipeline parallelism)
+    copied_inputs: set[int] = set()
+
+    def copy_input(source: Tensor) -> None:
+        if id(source) in copied_inputs:
+            return
+        copied_inputs.add(id(source))
+        source.is_output = True
+        for c in range(n_copies):
+            kept = source if c == 0 else duplicate(source, source.backend, f"{source.name}#{c}")
+            kept.is_input = kept.is_output = True
+            input_leafs.append((kept, source.backend))
+
+    def duplicate(source: Tensor, backend: int, name: str) -> Tensor:
+        copy = ops.new(source.type, source.ne, name)
+        copy.nb = source.nb
+        copy.fixed_size = source.fixed_size
+        copy.backend = backend
+        return copy
+
     split_backend = next((n.backend for n in computing), cpu)
 
     def flush() -> None:
@@ -351,16 +376,27 @@ def schedule(
         for j, src in enumerate(node.src):
             if src is None:
                 continue
+            if n_copies > 1 and src.is_input:
+                copy_input(src)
             if src.backend != split_backend and not _supports_buffer(backends, src, split_backend):
                 key = (id(src), split_backend)
                 if key not in copies:
-                    copy = ops.new(src.type, src.ne, f"{src.name}#copy")
-                    copy.nb = src.nb
-                    copy.fixed_size = src.fixed_size
-                    copy.backend = split_backend
-                    copies[key] = copy
+                    made = [
+                        duplicate(src, split_backend, f"{src.name}#copy{c}")
+                        for c in range(n_copies)
+                    ]
+                    if n_copies > 1:
+                        for copy in made:
+                            copy.is_input = copy.is_output = True
+                            copy_leafs.append((copy, split_backend))
+                    copies[key] = made[0]
                     split_inputs.append(src)
                 node.src[j] = copies[key]
         pending.append(node)
     flush()
-    return out_nodes, out_backends, list(graph.leafs), [leaf.backend for leaf in graph.leafs]
+    if n_copies > 1:  # inputs the graph holds but no node reads (llama.cpp's inp_embd)
+        for leaf in graph.leafs:
+            if leaf.is_input:
+                copy_input(leaf)
+    leafs = [*input_leafs, *copy_leafs, *((leaf, leaf.backend) for leaf in graph.leafs)]
+    return out_nodes, out_backends, [leaf for leaf, _ in leafs], [b for _, b in leafs]

@@ -173,6 +173,17 @@ class Ops:
         ne = (a.ne[1], b.ne[1], b.ne[2], b.ne[3])
         return self._result("mul_mat", "f32", ne, [a, b], name)
 
+    def mul_mat_id(self, experts: Tensor, b: Tensor, ids: Tensor) -> Tensor:
+        """ggml_mul_mat_id: [rows, n_expert_used, n_tokens] from the chosen experts' matrices."""
+        ne = (experts.ne[1], ids.ne[0], b.ne[2], 1)
+        return self._result("mul_mat_id", "f32", ne, [experts, b, ids], None)
+
+    def argsort(self, a: Tensor) -> Tensor:
+        return self._result("argsort", "i32", a.ne, [a], None)
+
+    def sum_rows(self, a: Tensor) -> Tensor:
+        return self._result("sum_rows", a.type, (1, a.ne[1], a.ne[2], a.ne[3]), [a], None)
+
     def unary_like(
         self, op: str, a: Tensor, *more: Tensor | None, name: str | None = None
     ) -> Tensor:

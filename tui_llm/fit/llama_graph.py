@@ -3,8 +3,9 @@
 This follows src/models/llama.cpp and llama-graph.cpp (build_inp_embd, build_norm, build_qkv,
 build_attn with the KV cache store, build_attn_mha, build_ffn, the output head) in the order
 ggml adds nodes, for the two graphs llama.cpp reserves: prompt processing (one micro-batch) and
-token generation (one token). Architectures that differ from this shape (MoE, recurrent,
-sliding-window-only details) are sized with the same graph as an approximation.
+token generation (one token). Mixture-of-experts blocks (qwen3moe, qwen2moe, llama with experts)
+take their FFN from :mod:`tui_llm.fit.moe_graph`. Architectures that differ from this shape
+(recurrent, sliding-window-only details) are sized with the same graph as an approximation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 
 from tui_llm.fit.ggml_alloc import Backend, allocate, schedule
 from tui_llm.fit.ggml_graph import Buffer, Graph, Ops, Tensor, contiguous_nb, row_bytes
+from tui_llm.fit.moe_graph import MoeShape, moe_ffn
+
+__all__ = ["GraphSettings", "GraphShape", "LayerShape", "MoeShape", "Placement", "compute_buffers"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class LayerShape:
     out_bias: bool
     qk_norm: bool
     matrix_bytes: tuple[tuple[str, int], ...]  # role ("q", "ffn_up", ...) -> bytes
+    moe: MoeShape | None = None  # None: a dense FFN
 
     def bytes_of(self, role: str) -> int | None:
         return dict(self.matrix_bytes).get(role)
@@ -60,15 +65,23 @@ class GraphSettings:
     flash_attn: bool
     offload_kqv: bool
     op_offload: bool
+    n_copies: int = 1  # 4 with pipeline parallelism (several devices, everything offloaded)
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Which backend holds each block's weights, its KV cache, and the output layer."""
+    """Which backend holds each block's weights, its KV cache, the output layer, and each
+    block's expert matrices (``None``: with the block)."""
 
     layer_backend: tuple[int, ...]
     kv_backend: tuple[int, ...]
     output_backend: int
+    expert_backend: tuple[int, ...] | None = None
+
+    def experts_of(self, il: int) -> int:
+        if self.expert_backend is None:
+            return self.layer_backend[il]
+        return self.expert_backend[il]
 
 
 _FLOAT_TYPES = ("f32", "f16", "bf16")
@@ -129,7 +142,13 @@ class _Builder:
                 residual = ops.get_rows(residual, inputs.out_ids)
             ffn_inp = ops.unary_like("add", cur, residual)
             cur = self.norm(ffn_inp, f"ffn_norm-{il}", il, dev, force_norm_backends)
-            cur = ops.unary_like("add", self.ffn(layer, il, cur, dev), ffn_inp)
+            if layer.moe is not None:
+                experts_dev = placement.experts_of(il)
+                matrices = dict(layer.matrix_bytes)
+                ffn_out = moe_ffn(ops, graph, layer.moe, il, cur, dev, experts_dev, matrices)
+            else:
+                ffn_out = self.ffn(layer, il, cur, dev)
+            cur = ops.unary_like("add", ffn_out, ffn_inp)
         out_dev = placement.output_backend
         cur = ops.unary_like("rms_norm", cur)
         cur = ops.unary_like("mul", cur, ops.weight("output_norm", (shape.n_embd,), out_dev))
@@ -334,7 +353,9 @@ def compute_buffers(
         builder = _Builder(shape, settings, n_tokens, cpu)
         forced = n_tokens < 32 or full_offload
         graph = builder.build(placement, n_outputs, force_norm_backends=forced)
-        nodes, node_ids, leafs, leaf_ids = schedule(backends, graph, settings.op_offload)
+        nodes, node_ids, leafs, leaf_ids = schedule(
+            backends, graph, settings.op_offload, settings.n_copies
+        )
         peaks = allocate(backends, nodes, node_ids, leafs, leaf_ids)
         sizes = [max(a, b) for a, b in zip(sizes, peaks, strict=True)]
     return sizes

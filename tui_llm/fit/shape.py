@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from tui_llm.catalog.ggml_types import ggml_type_info
 from tui_llm.catalog.gguf_reader import TensorInfo, read_gguf
 from tui_llm.catalog.metadata import ModelInfo
-from tui_llm.fit.llama_graph import GraphShape, LayerShape
+from tui_llm.fit.llama_graph import GraphShape, LayerShape, MoeShape
+from tui_llm.fit.placement import EXPERT_TENSORS
 
 _INPUT_TENSORS = ("token_embd.", "position_embd.", "token_types.", "per_layer_token_embd.")
 _REPEATED_TENSORS = ("rope_freqs.", "rope_factors_long.", "rope_factors_short.")
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
+_EXPERTS = re.compile(EXPERT_TENSORS)
 # Layers that use a sliding window, by architecture: a pattern n means n-1 SWA layers, 1 full.
 _SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gpt-oss": 2, "llama4": 4}
 
@@ -61,6 +63,7 @@ class ModelShape:
     row_padding: Mapping[str, int]
     swa_layers: frozenset[int]
     sliding_window: int
+    expert_tensors: frozenset[str] = frozenset()  # what --n-cpu-moe moves to host memory
 
 
 def _row_padding(tensor: TensorInfo) -> int:
@@ -95,6 +98,41 @@ def _swa_layers(info: ModelInfo, n_layer: int) -> frozenset[int]:
     return frozenset(il for il in range(n_layer) if il % period < period - 1)
 
 
+# role -> tensor name in a block, for mixture-of-experts feed-forward blocks
+_MOE_ROLES = {
+    "gate_inp": "ffn_gate_inp.weight",
+    "up_exps": "ffn_up_exps.weight",
+    "gate_exps": "ffn_gate_exps.weight",
+    "down_exps": "ffn_down_exps.weight",
+    "gate_inp_shexp": "ffn_gate_inp_shexp.weight",
+    "up_shexp": "ffn_up_shexp.weight",
+    "gate_shexp": "ffn_gate_shexp.weight",
+    "down_shexp": "ffn_down_shexp.weight",
+}
+# Architectures whose routing weights are renormalised over the chosen experts (norm_w in
+# llama.cpp's build_moe_ffn calls).
+_NORMALISED_ROUTING = frozenset({"llama", "qwen3moe", "mixtral"})
+
+
+def _moe_shape(info: ModelInfo, tensors: Mapping[str, TensorInfo], prefix: str) -> MoeShape | None:
+    """The block's expert FFN, from its tensors' shapes; None for a dense block."""
+    up = tensors.get(prefix + "ffn_up_exps.weight")
+    if up is None or len(up.shape) < 3 or not info.expert_used_count:
+        return None
+    shared = tensors.get(prefix + "ffn_up_shexp.weight")
+    scale = info.metadata.get(f"{info.architecture}.expert_weights_scale")
+    return MoeShape(
+        n_expert=up.shape[2],
+        n_expert_used=info.expert_used_count,
+        n_ff_exp=up.shape[1],
+        has_gate=prefix + "ffn_gate_exps.weight" in tensors,
+        norm_weights=info.architecture in _NORMALISED_ROUTING,
+        weights_scale=float(scale) if isinstance(scale, (int, float)) else 0.0,
+        n_ff_shexp=shared.shape[1] if shared is not None and len(shared.shape) > 1 else 0,
+        shexp_gate=prefix + "ffn_gate_inp_shexp.weight" in tensors,
+    )
+
+
 def model_shape(info: ModelInfo) -> ModelShape:
     n_layer = info.n_layer
     n_embd = info.embedding_length
@@ -114,8 +152,6 @@ def model_shape(info: ModelInfo) -> ModelShape:
         head_v = info.value_length or head_k
         prefix = f"blk.{il}."
         n_ff = per_layer(info.feed_forward_length, il, 4 * n_embd)
-        if info.expert_count:
-            n_ff *= info.expert_used_count or 1
         roles = {
             "q": "attn_q.weight",
             "k": "attn_k.weight",
@@ -125,12 +161,14 @@ def model_shape(info: ModelInfo) -> ModelShape:
             "up": "ffn_up.weight",
             "gate": "ffn_gate.weight",
             "down": "ffn_down.weight",
+            **_MOE_ROLES,
         }
         matrix_bytes = tuple(
             (role, info.tensor_bytes[prefix + name])
             for role, name in roles.items()
             if prefix + name in info.tensor_bytes
         )
+        moe = _moe_shape(info, tensors, prefix)
         layers.append(
             LayerShape(
                 n_head=n_head,
@@ -138,12 +176,13 @@ def model_shape(info: ModelInfo) -> ModelShape:
                 head_dim_k=head_k,
                 head_dim_v=head_v,
                 n_ff=n_ff,
-                has_gate=prefix + "ffn_gate.weight" in tensors or bool(info.expert_count),
+                has_gate=prefix + "ffn_gate.weight" in tensors,
                 fused_qkv=prefix + "attn_qkv.weight" in tensors,
                 qkv_bias=prefix + "attn_q.bias" in tensors or prefix + "attn_qkv.bias" in tensors,
                 out_bias=prefix + "attn_output.bias" in tensors,
                 qk_norm=prefix + "attn_q_norm.weight" in tensors,
                 matrix_bytes=matrix_bytes,
+                moe=moe,
             )
         )
     tied = "output.weight" not in tensors
@@ -168,4 +207,7 @@ def model_shape(info: ModelInfo) -> ModelShape:
         row_padding={name: _row_padding(t) for name, t in tensors.items()},
         swa_layers=_swa_layers(info, n_layer),
         sliding_window=info.sliding_window or 0,
+        expert_tensors=frozenset(
+            name for name in tensors if _BLOCK.match(name) and _EXPERTS.search(name)
+        ),
     )

@@ -50,9 +50,11 @@ async def test_expert_layers_move_to_ram_with_single_keys_and_reload_keeps_the_c
         await pilot.press("enter")
         await wait_until(
             pilot,
-            lambda: screen.loaded is not None
-            and screen.loaded is not first
-            and not screen.model_loading,
+            lambda: (
+                screen.loaded is not None
+                and screen.loaded is not first
+                and not screen.model_loading
+            ),
         )
         loaded = screen.loaded
         assert loaded is not None and loaded.settings.n_cpu_moe == 2
@@ -108,9 +110,11 @@ async def test_the_split_over_two_devices_changes_in_the_panel(
         await pilot.press("enter")
         await wait_until(
             pilot,
-            lambda: screen.loaded is not None
-            and screen.loaded is not first
-            and not screen.model_loading,
+            lambda: (
+                screen.loaded is not None
+                and screen.loaded is not first
+                and not screen.model_loading
+            ),
         )
         loaded = screen.loaded
         assert loaded is not None and loaded.settings.tensor_split == (1.0, 3.0)

@@ -45,7 +45,7 @@ async def test_expert_layers_move_to_ram_with_single_keys_and_reload_keeps_the_c
         await pilot.press("ctrl+o", "up", "up")
         assert panel.pending_cpu_moe == 2 and panel.dirty
         assert panel.pending_layers == 5  # the layers stay as they are
-        assert "2 / 4 layers (loaded: 0)" in text_of(panel.query_one(".experts"))
+        assert "2 / 4 layers · was 0" in text_of(panel.query_one(".experts"))
         await wait_until(pilot, lambda: text_of(estimate) not in ("", all_on_gpu))
         await pilot.press("enter")
         await wait_until(

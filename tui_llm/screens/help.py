@@ -57,7 +57,8 @@ Every key below passes through tmux and SSH. Everything is also in the command p
 ## Offload sweep (b in the offload panel, or "Offload sweep" in the palette)
 | Key | Does |
 |---|---|
-| Enter or r | run the sweep as the form says (levels such as `0,8,16,all`, `auto`, `0-32+8`; MoE models: `all:12` keeps 12 layers' experts in RAM, `all:~8` as many as give level 8's VRAM, `experts` adds both kinds) |
+| Enter or r | run the sweep as the form says (levels such as `0,8,16,all`, `auto`, `0-32+8`) |
+| | MoE: `all:12` keeps 12 layers' experts in RAM, `all:~8` matches level 8's VRAM, `experts` both |
 | c | back to the chat while it measures (a message you send waits for the end) |
 | a | apply the fastest level that loaded (the conversation stays) |
 | e | earlier sweeps of this model: Enter compares with one, Delete removes |

@@ -256,21 +256,23 @@ class OffloadPanel(Vertical, can_focus=True):
         self._line("placement-hint").show(" · ".join(hints))
 
     def _experts_text(self) -> str:
-        """``experts in RAM ███░░ 12 / 24 layers`` for a mixture-of-experts model."""
+        """``experts in RAM ███░░░░░ 12 / 24 layers · was 0`` for a mixture-of-experts model
+        (``was``: the loaded value, while the pending one differs)."""
         if not self.moe_layers:
             return ""
         moe, total = self.pending_cpu_moe, self.moe_layers
-        marker = "" if moe == self.current_cpu_moe else f" (loaded: {self.current_cpu_moe})"
-        return f"experts in RAM {_bar(moe, total, 12)} {moe} / {total} layers{marker}"
+        marker = "" if moe == self.current_cpu_moe else f" · was {self.current_cpu_moe}"
+        return f"experts in RAM {_bar(moe, total, 8)} {moe} / {total} layers{marker}"
 
     def _devices_text(self) -> str:
-        """``split 1:3 over RPC0, RPC1 · by layer · main GPU 0`` with two or more devices."""
+        """``split 1:3 over RPC0, RPC1 · layer · main 0`` with two or more devices (the
+        proportions, the split mode, the main GPU's index)."""
         if not self.several_devices:
             return ""
         names = ", ".join(self.devices)
         return (
-            f"split {split_text(self.tensor_split)} over {names} · by {self.split_mode} · "
-            f"main GPU {self.main_gpu}"
+            f"split {split_text(self.tensor_split)} over {names} · {self.split_mode} · "
+            f"main {self.main_gpu}"
         )
 
     def _line(self, name: str) -> TextLine:

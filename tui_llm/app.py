@@ -30,11 +30,11 @@ from tui_llm.messages import (
 )
 from tui_llm.screens.help import HelpScreen
 from tui_llm.screens.main import MainScreen
-from tui_llm.session import ModelSession
+from tui_llm.session import ModelSession, PlacementRequest
 from tui_llm.theme_files import DEFAULT_THEME, load_themes
 from tui_llm.widgets.browser import ModelBrowser
 from tui_llm.widgets.literal import notify_literal
-from tui_llm.widgets.offload import LevelEstimate, OffloadPanel
+from tui_llm.widgets.offload import AutoPlacement, OffloadPanel
 
 FIT_SLACK = 256 * 1024 * 1024  # free-memory moves smaller than this leave the fit column as it is
 
@@ -254,19 +254,19 @@ class TuiLlmApp(App[None]):
     # ---- the offload panel and the fit column ------------------------------------------------
 
     def configure_offload_panel(self, panel: OffloadPanel) -> None:
-        """The panel's estimate and auto level, from the session (called from its threads)."""
+        """The panel's estimate and auto placement, from the session (called from its
+        threads)."""
 
-        def estimate(level: int, n_ctx: int, flash: bool, kv: str) -> LevelEstimate | None:
-            figures = self.session.estimate_level(level, n_ctx, flash, kv)
-            if figures is None:
+        def auto(request: PlacementRequest) -> AutoPlacement | None:
+            choice = self.session.auto_placement(request)
+            if choice is None:
                 return None
-            return LevelEstimate(figures.gpu_bytes, figures.cpu_bytes, figures.fits)
+            return AutoPlacement(
+                choice.offload_layers, choice.n_cpu_moe, choice.tensor_split, choice.reason
+            )
 
-        def auto() -> tuple[int, str] | None:
-            return self.session.auto_level(panel.n_ctx, panel.flash_attn, panel.kv_cache_type)
-
-        panel.estimator = estimate
-        panel.auto_level = auto
+        panel.estimator = self.session.estimate_placement
+        panel.auto_placement = auto
 
     def refresh_fit_labels(self) -> None:
         """Work the fit column out again when the free GPU memory moved (the first NVML sample,

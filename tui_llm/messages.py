@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from textual.message import Message
 
+from tui_llm.engine.protocol import OffloadValue, SplitMode
+
 if TYPE_CHECKING:
     from tui_llm.catalog.discovery import FileId
 
@@ -21,12 +23,18 @@ class LoadModelRequested(Message):
 
 @dataclass
 class ApplyLoadSettings(Message):
-    """The offload panel asks for a reload with new load settings."""
+    """The offload panel asks for a reload with new load settings: layers on the GPU, expert
+    layers kept in RAM (``n_cpu_moe``, a count or "all"), the split between several devices
+    (proportions in llama.cpp's device order, ``()`` by free memory), its mode and main GPU."""
 
     offload_layers: int | str
     n_ctx: int
     flash_attn: bool
     kv_cache_type: str
+    n_cpu_moe: OffloadValue = 0
+    tensor_split: tuple[float, ...] = ()
+    split_mode: SplitMode = "layer"
+    main_gpu: int = 0
 
 
 @dataclass

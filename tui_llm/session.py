@@ -14,6 +14,7 @@ may run in worker threads; ``load``, ``crashed`` and ``remember`` run on the eve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,10 +25,17 @@ import psutil
 
 from tui_llm import config as config_mod
 from tui_llm import fit
-from tui_llm.catalog.metadata import ModelInfo
+from tui_llm.catalog.metadata import ModelInfo, read_model_info
 from tui_llm.engine.client import EngineClient
 from tui_llm.engine.logparse import totals_by_device
-from tui_llm.engine.protocol import LoadedEvent, LoadSettings, OffloadValue, ReadyEvent
+from tui_llm.engine.protocol import (
+    DeviceInfo,
+    LoadedEvent,
+    LoadSettings,
+    OffloadValue,
+    ReadyEvent,
+    SplitMode,
+)
 from tui_llm.fit.recovery import load_with_recovery
 from tui_llm.gpu import nvidia_gpu_present
 from tui_llm.gpu.free import free_for_load
@@ -46,6 +54,35 @@ class LevelFigures:
     gpu_bytes: int
     cpu_bytes: int
     fits: bool | None
+
+
+@dataclass(frozen=True)
+class PlacementFigures:
+    """The estimate for a placement (layers, expert layers in RAM, split between devices):
+    bytes on each offload device as (llama.cpp's device name, bytes) in its order, bytes in
+    RAM, and whether every device's share fits its free memory (``None`` without a GPU)."""
+
+    device_bytes: tuple[tuple[str, int], ...]
+    cpu_bytes: int
+    fits: bool | None
+
+    @property
+    def gpu_bytes(self) -> int:
+        return sum(size for _, size in self.device_bytes)
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """What the offload panel asks the estimate about: the load settings that need a reload."""
+
+    offload_layers: int
+    n_cpu_moe: OffloadValue
+    n_ctx: int
+    flash_attn: bool
+    kv_cache_type: str
+    tensor_split: tuple[float, ...] = ()
+    split_mode: SplitMode = "layer"
+    main_gpu: int = 0
 
 
 class ModelSession:
@@ -70,6 +107,8 @@ class ModelSession:
         self.loaded: LoadedEvent | None = None
         self.model_path: Path | None = None  # the last model loaded; kept after a crash
         self.last_settings: LoadSettings | None = None  # the last load asked for (F5 retries it)
+        # Blocks of the loaded model with expert weights (its n_layer; 0 for a dense model).
+        self.moe_layers = 0
 
     # ---- memory ---------------------------------------------------------------------------
 
@@ -158,6 +197,96 @@ class ModelSession:
         gpu, cpu = result
         return LevelFigures(gpu, cpu, None if free is None else gpu <= free)
 
+    def offload_devices(self) -> tuple[DeviceInfo, ...]:
+        """The loaded model's offload devices (GPUs, RPC servers) in llama.cpp's order."""
+        loaded = self.loaded
+        if loaded is None:
+            return ()
+        return tuple(device for device in loaded.devices if device.kind != "cpu")
+
+    def free_per_device(self) -> tuple[int, ...] | None:
+        """Free bytes for a load on each offload device (what the loaded model holds counted
+        free), in llama.cpp's order; one figure (``free_gpu_bytes``) for a single device;
+        ``None`` without a GPU."""
+        devices = self.offload_devices()
+        if len(devices) < 2:
+            free = self.free_gpu_bytes()
+            return None if free is None else (free,)
+        loaded = self.loaded
+        held: dict[str, int] = {}
+        if loaded is not None and not self.engine.load_in_flight:
+            held = totals_by_device(loaded.buffers, loaded.devices)
+        return tuple(device.memory_free + held.get(device.name, 0) for device in devices)
+
+    def _request_settings(self, request: PlacementRequest) -> LoadSettings | None:
+        loaded = self.loaded
+        if loaded is None:
+            return None
+        return replace(
+            loaded.settings,
+            n_ctx=request.n_ctx,
+            flash_attn=request.flash_attn,
+            kv_cache_type=request.kv_cache_type,
+            n_cpu_moe=request.n_cpu_moe,
+            tensor_split=request.tensor_split,
+            split_mode=request.split_mode,
+            main_gpu=request.main_gpu,
+        )
+
+    def estimate_placement(self, request: PlacementRequest) -> PlacementFigures | None:
+        """The offload panel's figures for a placement of the loaded model, per device.
+
+        A dense model on one device takes ``estimate_level`` (with what earlier loads taught);
+        expert layers in RAM or several devices take the pair estimate (``fit.estimate_pair``).
+        """
+        settings = self._request_settings(request)
+        if settings is None:
+            return None
+        devices = self.offload_devices()
+        free = self.free_per_device()
+        n_cpu_moe = request.n_cpu_moe
+        if not self.moe_layers and len(devices) < 2:
+            level = self.estimate_level(
+                request.offload_layers, request.n_ctx, request.flash_attn, request.kv_cache_type
+            )
+            if level is None:
+                return None
+            name = devices[0].name if devices else "GPU"
+            return PlacementFigures(((name, level.gpu_bytes),), level.cpu_bytes, level.fits)
+        moe = self.moe_layers if n_cpu_moe == "all" else int(n_cpu_moe)
+        pair = fit.estimate_pair(
+            Path(settings.model_path),
+            settings,
+            request.offload_layers,
+            moe,
+            gpu_present=free is not None,
+        )
+        if pair is None:
+            return None
+        per_device, cpu = pair
+        names = [device.name for device in devices]
+        if len(names) != len(per_device):  # the estimate plans one device for several GPUs
+            names = [f"GPU{index}" for index in range(len(per_device))]
+        fits = None
+        if free is not None and len(per_device) == 1:
+            fits = per_device[0] <= max(free)
+        elif free is not None and len(free) == len(per_device):
+            fits = all(used <= room for used, room in zip(per_device, free, strict=True))
+        return PlacementFigures(tuple(zip(names, per_device, strict=True)), cpu, fits)
+
+    def auto_placement(self, request: PlacementRequest) -> fit.PlacementChoice | None:
+        """The estimate's placement for the loaded model with the panel's pending context
+        settings: layers, expert layers in RAM, the split (several devices), and why."""
+        settings = self._request_settings(replace(request, tensor_split=()))
+        if settings is None:
+            return None
+        return fit.auto_placement_for_path(
+            Path(settings.model_path),
+            settings,
+            self.free_per_device(),
+            margin_bytes=self.safety_margin_bytes(),
+        )
+
     def auto_level(
         self, n_ctx: int, flash_attn: bool, kv_cache_type: str
     ) -> tuple[int, str] | None:
@@ -205,6 +334,7 @@ class ModelSession:
             self.loaded = None
             raise
         self.last_settings = loaded.settings
+        self.moe_layers = await asyncio.to_thread(expert_blocks, Path(loaded.settings.model_path))
         self.loaded = loaded
         self.model_path = Path(loaded.settings.model_path)
         return loaded, note
@@ -217,3 +347,14 @@ class ModelSession:
         """A load succeeded: its model goes first in the recent list, its settings become its
         profile (the caller saves the settings)."""
         config_mod.remember_load(self.settings, loaded.settings)
+
+
+def expert_blocks(path: Path) -> int:
+    """The blocks whose expert weights ``n_cpu_moe`` can keep in RAM: the model's ``n_layer``
+    for a mixture-of-experts model (``*.expert_count`` above 0), else 0 (also when the file
+    cannot be read)."""
+    try:
+        info = read_model_info(path)
+    except (OSError, ValueError):
+        return 0
+    return (info.n_layer or 0) if (info.expert_count or 0) > 0 else 0

@@ -24,6 +24,7 @@ CORE_MODULES = (
     "paths",
     "sampling_ranges",
     "tomlfile",
+    "placement",
 )
 UI_LIBRARIES = ("textual", "rich")
 

@@ -25,7 +25,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         "--offload",
         default=None,
         metavar="LEVELS",
-        help="levels: 0,8,16,all | auto | 0-32+8 (default: CPU only, four steps to all, auto)",
+        help="levels: 0,8,16,all | auto | 0-32+8; for mixture-of-experts models LAYERS:EXPERTS "
+        "keeps the expert weights of EXPERTS layers in RAM (all:12, all:all), all:~8 as many "
+        "as give level 8's VRAM, and 'experts' adds all:all and all:~L for each level L "
+        "(default: CPU only, four steps to all, auto; MoE models add the expert levels)",
     )
     bench.add_argument("--prompt-tokens", type=positive_int, default=512, metavar="N")
     bench.add_argument("--gen-tokens", type=positive_int, default=128, metavar="N")
@@ -56,8 +59,9 @@ async def run_bench(args: argparse.Namespace) -> int:
     except (GGUFError, OSError) as exc:
         raise UsageError(str(exc)) from None
     total = (info.n_layer or 0) + 1
+    moe = (info.expert_count or 0) > 0
     try:
-        levels = parse_levels(args.offload) if args.offload else default_levels(total)
+        levels = parse_levels(args.offload) if args.offload else default_levels(total, moe=moe)
     except LevelSyntaxError as exc:
         raise UsageError(f"--offload: {exc}") from None
     args.offload = None
@@ -71,6 +75,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         prompt_tokens=args.prompt_tokens,
         gen_tokens=args.gen_tokens,
         repeats=args.repeat,
+        moe=moe,
     )
     interactive = sys.stderr.isatty()
     client = EngineClient()

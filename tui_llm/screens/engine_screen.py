@@ -19,6 +19,7 @@ from tui_llm.config import model_file_identity
 from tui_llm.conversation import Conversation
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import LoadedEvent, LoadSettings
+from tui_llm.placement import experts_text
 from tui_llm.store.recorder import ConversationRecorder
 from tui_llm.textsafe import make_inert
 from tui_llm.widgets.chat import ChatView
@@ -219,6 +220,12 @@ class EngineScreen(Screen[None]):
             loaded.settings.n_ctx,
             loaded.settings.flash_attn,
             loaded.settings.kv_cache_type,
+            moe_layers=self.tui.session.moe_layers,
+            n_cpu_moe=loaded.settings.n_cpu_moe,
+            devices=tuple(device.name for device in self.tui.session.offload_devices()),
+            tensor_split=loaded.settings.tensor_split,
+            split_mode=loaded.settings.split_mode,
+            main_gpu=loaded.settings.main_gpu,
         )
         took = f"{loaded.load_seconds:.1f} s"
         kept = (
@@ -233,6 +240,12 @@ class EngineScreen(Screen[None]):
             loaded.buffers,
             loaded.offloaded_layers,
             loaded.layers_by_device,
+            experts=(
+                experts_text(loaded.n_layer, loaded.offloaded_layers, loaded.settings.n_cpu_moe)
+                if self.tui.session.moe_layers
+                else ""
+            ),
+            tensor_split=loaded.settings.tensor_split,
         )
         self.update_status()
 

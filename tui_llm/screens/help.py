@@ -44,7 +44,10 @@ Every key below passes through tmux and SSH. Everything is also in the command p
 | ← / → or - / + | one layer fewer / more on the GPU |
 | [ / ] or PgUp / PgDn | ten percent fewer / more |
 | Home or n / End or l | no layers / all layers |
-| a | Auto: the most layers that fit the free VRAM |
+| a | Auto: the most layers that fit the free VRAM (an MoE model: experts to RAM first) |
+| ↑ / ↓ | MoE models: one more / one fewer layer's expert weights kept in RAM |
+| x | MoE models: every layer's experts in RAM / none |
+| s / m / g | two or more GPUs: type the split (1:3) / split mode / main GPU |
 | c / f / k | context size / flash attention / KV cache type |
 | Enter | apply: reloads in the background, the conversation stays |
 | Esc | back to what is loaded |
@@ -55,6 +58,7 @@ Every key below passes through tmux and SSH. Everything is also in the command p
 | Key | Does |
 |---|---|
 | Enter or r | run the sweep as the form says (levels such as `0,8,16,all`, `auto`, `0-32+8`) |
+| | MoE: `all:12` keeps 12 layers' experts in RAM, `all:~8` matches level 8's VRAM, `experts` both |
 | c | back to the chat while it measures (a message you send waits for the end) |
 | a | apply the fastest level that loaded (the conversation stays) |
 | e | earlier sweeps of this model: Enter compares with one, Delete removes |

@@ -198,8 +198,26 @@ class MainScreen(ChatScreen):
             n_ctx=event.n_ctx,
             flash_attn=event.flash_attn,
             kv_cache_type=event.kv_cache_type,
+            n_cpu_moe=event.n_cpu_moe,
+            tensor_split=event.tensor_split,
+            split_mode=event.split_mode,
+            main_gpu=event.main_gpu,
         )
         self.run_load(settings)
+
+    @on(OffloadPanel.SplitRequested)
+    def on_split_requested(self, _event: OffloadPanel.SplitRequested) -> None:
+        """``s`` in the offload panel: type the split between the devices."""
+        from tui_llm.screens.split import SplitScreen
+
+        panel = self.query_one(OffloadPanel)
+
+        def chosen(split: tuple[float, ...] | None) -> None:
+            panel.focus()
+            if split is not None:
+                panel.set_split(split)
+
+        self.app.push_screen(SplitScreen(panel.devices, panel.tensor_split), chosen)
 
     # ---- the offload sweep -------------------------------------------------------------------
 

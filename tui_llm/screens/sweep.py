@@ -84,7 +84,7 @@ class SweepScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         run = self.run
         plan = run.plan
-        levels = plan.levels if plan is not None else default_levels(run.total_layers)
+        levels = plan.levels if plan is not None else default_levels(run.total_layers, moe=run.moe)
         yield TextLine(
             f"Offload sweep · {run.model_path.name} · {run.total_layers} layers",
             id="title",
@@ -252,7 +252,11 @@ class SweepScreen(Screen[None]):
         run = self.run
         text = self.query_one("#levels", Input).value
         try:
-            levels = parse_levels(text) if text.strip() else default_levels(run.total_layers)
+            levels = (
+                parse_levels(text)
+                if text.strip()
+                else default_levels(run.total_layers, moe=run.moe)
+            )
         except LevelSyntaxError as exc:
             return f"levels: {exc}"
         counts: dict[str, int] = {}
@@ -265,10 +269,12 @@ class SweepScreen(Screen[None]):
             model_path=run.model_path,
             total_layers=run.total_layers,
             levels=tuple(levels),
-            load=replace(run.previous, offload_layers=0),
+            # Plain levels are layer splits: the expert levels say where the experts go.
+            load=replace(run.previous, offload_layers=0, n_cpu_moe=0),
             prompt_tokens=counts["prompt-tokens"],
             gen_tokens=counts["gen-tokens"],
             repeats=counts["repeats"],
+            moe=run.moe,
         )
 
     def action_start(self) -> None:

@@ -62,6 +62,7 @@ class SweepRun:
         self.main = main
         self.model_path = Path(loaded.settings.model_path)
         self.total_layers = loaded.total_layers
+        self.moe = main.tui.session.moe_layers > 0  # the expert levels are measured too
         self.previous: LoadSettings = loaded.settings
         self.state: RunState = "ready"
         self.holds_engine = False
@@ -223,5 +224,6 @@ class SweepRun:
 
 
 def level_settings(base: LoadSettings, level: LevelResult) -> LoadSettings:
-    """``base`` with ``level``'s offload (what "apply" loads)."""
-    return replace(base, offload_layers=level.gpu_layers or 0)
+    """``base`` with ``level``'s placement: its layers and expert layers in RAM (what "apply"
+    loads)."""
+    return replace(base, offload_layers=level.gpu_layers or 0, n_cpu_moe=level.n_cpu_moe)

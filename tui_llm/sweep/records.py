@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tui_llm.engine.protocol import DeviceInfo, LoadSettings, load_settings_from_json
+from tui_llm.engine.protocol import DeviceInfo, LoadSettings, OffloadValue, load_settings_from_json
 
 LevelStatus = Literal["ok", "skipped", "failed", "cancelled"]
 
@@ -38,7 +38,8 @@ class LevelResult:
     ``gpu_layers`` is the level asked for (``None``: ``auto`` without an estimate);
     ``offloaded_layers`` what llama.cpp reported; tokens/s and seconds are medians of the repeats
     with their range; ``bytes_by_device`` llama.cpp's buffers per device; ``vram_used_bytes``
-    NVML's used memory at the end of the level (``None`` without NVML).
+    NVML's used memory at the end of the level (``None`` without NVML); ``n_cpu_moe`` the
+    blocks whose expert weights stayed in RAM (a count or ``"all"``; 0 for a dense model).
     """
 
     label: str
@@ -52,6 +53,7 @@ class LevelResult:
     load_s: float | None = None
     bytes_by_device: tuple[tuple[str, int], ...] = ()
     vram_used_bytes: int | None = None
+    n_cpu_moe: OffloadValue = 0
 
 
 @dataclass(frozen=True)
@@ -153,4 +155,10 @@ def _level_from_json(data: dict[str, Any]) -> LevelResult:
         load_s=data.get("load_s"),
         bytes_by_device=tuple((str(d), int(b)) for d, b in data.get("bytes_by_device", ())),
         vram_used_bytes=data.get("vram_used_bytes"),
+        n_cpu_moe=_n_cpu_moe(data.get("n_cpu_moe", 0)),
     )
+
+
+def _n_cpu_moe(value: Any) -> OffloadValue:
+    """A saved ``n_cpu_moe`` (sweeps saved before expert levels have none: 0)."""
+    return "all" if value == "all" else int(value or 0)

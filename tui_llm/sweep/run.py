@@ -22,7 +22,8 @@ from tui_llm import fit
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.client import EngineClient, EngineError
 from tui_llm.engine.logparse import totals_by_device
-from tui_llm.engine.protocol import BenchEvent, LoadSettings
+from tui_llm.engine.protocol import BenchEvent, LoadSettings, OffloadValue
+from tui_llm.placement import n_cpu_moe_count, placement_label
 from tui_llm.sweep.levels import LevelSpec, resolve
 from tui_llm.sweep.records import (
     LevelResult,
@@ -48,6 +49,32 @@ class SweepPlan:
     prompt_tokens: int = 512
     gen_tokens: int = 128
     repeats: int = 3
+    moe: bool = False  # a mixture-of-experts model: the expert levels are measured
+
+
+def experts_for_vram(
+    model_path: Path, load: LoadSettings, total_layers: int, reference_layers: int
+) -> tuple[int, int, int] | None:
+    """(expert layers in RAM, their GPU bytes, the reference's GPU bytes) for every layer on
+    the GPU with the fewest expert layers in RAM whose estimated GPU memory is at most that of
+    ``reference_layers`` plain layers (the load's own ``n_cpu_moe``); when none is that small,
+    every expert layer in RAM (its GPU bytes then exceed the reference's). ``None`` without an
+    estimate. Runs the estimate: call it from a thread."""
+    n_layer = total_layers - 1
+    base = n_cpu_moe_count(load.n_cpu_moe, n_layer)
+    reference = fit.estimate_pair(model_path, load, reference_layers, base)
+    if reference is None:
+        return None
+    budget = sum(reference[0])
+    gpu = budget
+    for count in range(n_layer + 1):
+        pair = fit.estimate_pair(model_path, load, total_layers, count)
+        if pair is None:
+            return None
+        gpu = sum(pair[0])
+        if gpu <= budget:
+            return count, gpu, budget
+    return n_layer, gpu, budget
 
 
 class SweepCancel:
@@ -90,7 +117,8 @@ async def run_sweep(
         machine=machine,
         started=time.time(),
     )
-    done: set[int] = set()
+    done: set[tuple[int, int]] = set()
+    n_layer = plan.total_layers - 1
     for spec in plan.levels:
         auto_layers = None
         if spec.value == "auto":
@@ -99,23 +127,34 @@ async def run_sweep(
             )
             auto_layers = auto[0] if auto is not None else None
         layers = resolve(spec, plan.total_layers, auto_layers)
+        n_cpu_moe, why_not = await _experts_of(spec, plan, load)
         label = spec.label if spec.value != "auto" else f"auto ({layers})"
+        if layers is not None and spec.is_expert_level and n_cpu_moe is not None:
+            label = placement_label(layers, plan.total_layers, n_cpu_moe)
+            if spec.vram_of is not None:
+                label += f" (VRAM of {spec.vram_of})"
+        key = None if layers is None else (layers, n_cpu_moe_count(n_cpu_moe or 0, n_layer))
         if cancel.requested:
             row = LevelResult(label, layers, "cancelled", "the sweep was stopped")
-        elif layers is None:
+        elif n_cpu_moe is None:
+            row = LevelResult(label, layers, "skipped", why_not)
+        elif layers is None or key is None:
             row = LevelResult(label, None, "skipped", "no estimate for this model")
-        elif layers in done:
-            # auto landed on a level measured already: that row says so
+        elif key in done:
+            # a level that landed on one measured already (auto, or an expert level that
+            # matched with no expert layer in RAM): that row says so
             for index, earlier in enumerate(result.levels):
-                if earlier.gpu_layers == layers and earlier.status == "ok":
-                    result.levels[index] = replace(earlier, label=f"{earlier.label} = auto")
+                earlier_key = (earlier.gpu_layers, n_cpu_moe_count(earlier.n_cpu_moe, n_layer))
+                if earlier_key == key and earlier.status == "ok":
+                    same = "auto" if spec.value == "auto" else label
+                    result.levels[index] = replace(earlier, label=f"{earlier.label} = {same}")
             continue
         else:
             row = await _measure_level(
-                client, plan, load, label, layers, free_gpu_bytes, has_gpu_device, vram_used,
-                on_progress, cancel,
+                client, plan, replace(load, n_cpu_moe=n_cpu_moe), label, layers, free_gpu_bytes,
+                has_gpu_device, vram_used, on_progress, cancel,
             )  # fmt: skip
-            done.add(layers)
+            done.add(key)
             loaded = client.loaded
             if loaded is not None and len(loaded.devices) > len(result.machine.devices):
                 result.machine = replace(result.machine, devices=loaded.devices)
@@ -123,6 +162,34 @@ async def run_sweep(
         if on_level is not None:
             on_level(row)
     return result
+
+
+async def _experts_of(
+    spec: LevelSpec, plan: SweepPlan, load: LoadSettings
+) -> tuple[OffloadValue | None, str]:
+    """(the level's ``n_cpu_moe``, "") or (``None``, why the level is skipped)."""
+    if not spec.is_expert_level:
+        return load.n_cpu_moe, ""
+    if not plan.moe:
+        return None, "not a mixture-of-experts model: no expert weights to keep in RAM"
+    if spec.experts is not None:
+        return spec.experts, ""
+    assert spec.vram_of is not None
+    reference = min(spec.vram_of, plan.total_layers)
+    if reference >= plan.total_layers:
+        return load.n_cpu_moe, ""
+    found = await asyncio.to_thread(
+        experts_for_vram, plan.model_path, load, plan.total_layers, reference
+    )
+    if found is None:
+        return None, "no estimate for this model"
+    experts, gpu, budget = found
+    if gpu > budget:
+        return None, (
+            f"every layer takes {human_bytes(gpu)} on the GPU even with all experts in RAM, "
+            f"level {reference} {human_bytes(budget)}"
+        )
+    return experts, ""
 
 
 async def _measure_level(
@@ -142,8 +209,11 @@ async def _measure_level(
             on_progress(f"{label}: {text}")
 
     settings = replace(load, offload_layers=layers)
+    moe = load.n_cpu_moe
     if layers > 0 and not has_gpu_device():
-        return LevelResult(label, layers, "skipped", "no GPU device: every layer stays on the CPU")
+        return LevelResult(
+            label, layers, "skipped", "no GPU device: every layer stays on the CPU", n_cpu_moe=moe
+        )
     free = free_gpu_bytes()
     if layers > 0 and free is not None:
         estimate = await asyncio.to_thread(
@@ -155,6 +225,7 @@ async def _measure_level(
                 layers,
                 "skipped",
                 f"needs {human_bytes(estimate[0])} on the GPU, {human_bytes(free)} free",
+                n_cpu_moe=moe,
             )
     say("loading")
     started = time.perf_counter()
@@ -162,8 +233,8 @@ async def _measure_level(
         loaded = await client.load(settings, keep_kv=False)
     except EngineError as exc:
         if exc.kind == "out_of_memory":
-            return LevelResult(label, layers, "skipped", str(exc))
-        return LevelResult(label, layers, "failed", str(exc))
+            return LevelResult(label, layers, "skipped", str(exc), n_cpu_moe=moe)
+        return LevelResult(label, layers, "failed", str(exc), n_cpu_moe=moe)
     load_s = time.perf_counter() - started
     measurements: list[BenchEvent] = []
     try:
@@ -175,9 +246,12 @@ async def _measure_level(
             say(f"run {repeat + 1} of {plan.repeats}")
             measurements.append(await client.bench(plan.prompt_tokens, plan.gen_tokens, repeat))
     except EngineError as exc:
-        return LevelResult(label, layers, "failed", str(exc), loaded.offloaded_layers)
+        return LevelResult(
+            label, layers, "failed", str(exc), loaded.offloaded_layers, n_cpu_moe=moe
+        )
     devices = totals_by_device(loaded.buffers, loaded.devices)
     common = {
+        "n_cpu_moe": moe,
         "offloaded_layers": loaded.offloaded_layers,
         "load_s": load_s,
         "bytes_by_device": tuple(sorted(devices.items())),

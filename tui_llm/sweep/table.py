@@ -85,7 +85,7 @@ def as_csv(result: SweepResult) -> str:
             "level", "gpu_layers", "status", "reason", "offloaded_layers",
             "prompt_tps", "prompt_tps_low", "prompt_tps_high",
             "gen_tps", "gen_tps_low", "gen_tps_high", "speedup",
-            "ttft_s", "load_s", "gpu_bytes", "cpu_bytes", "vram_used_bytes",
+            "ttft_s", "load_s", "gpu_bytes", "cpu_bytes", "vram_used_bytes", "n_cpu_moe",
         ]
     )  # fmt: skip
     for row in result.levels:
@@ -106,6 +106,7 @@ def as_csv(result: SweepResult) -> str:
                 num(ttft.median if ttft else None), num(row.load_s),
                 gpu if row.bytes_by_device else "", cpu if row.bytes_by_device else "",
                 row.vram_used_bytes if row.vram_used_bytes is not None else "",
+                row.n_cpu_moe,
             ]
         )  # fmt: skip
     return out.getvalue()

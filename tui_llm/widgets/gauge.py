@@ -13,6 +13,7 @@ from textual.content import Content
 from tui_llm.catalog.metadata import human_bytes
 from tui_llm.engine.logparse import totals_by_device
 from tui_llm.engine.protocol import BufferSize, DeviceInfo, DeviceLayers
+from tui_llm.placement import split_shares
 from tui_llm.textsafe import make_inert
 from tui_llm.widgets.textline import TextLine
 
@@ -81,12 +82,15 @@ class GpuGauge(Vertical):
         self._buffers: tuple[BufferSize, ...] = ()
         self._offloaded = 0
         self._layers: dict[str, int] = {}
+        self._experts = ""
+        self._tensor_split: tuple[float, ...] = ()
         self._reason = ""
 
     def compose(self) -> ComposeResult:
         yield TextLine(classes="gpus")
         yield TextLine(classes="reason")
         yield TextLine(classes="devices")
+        yield TextLine(classes="experts")
         yield TextLine(classes="host")
 
     def set_unavailable(self, reason: str) -> None:
@@ -101,13 +105,19 @@ class GpuGauge(Vertical):
         buffers: tuple[BufferSize, ...],
         offloaded_layers: int,
         layers_by_device: tuple[DeviceLayers, ...] = (),
+        experts: str = "",
+        tensor_split: tuple[float, ...] = (),
     ) -> None:
-        """What the engine reported: its devices, where its buffers are, layers on each device."""
+        """What the engine reported: its devices, where its buffers are, layers on each device;
+        ``experts`` where a mixture-of-experts model's expert weights are (one line, "" for a
+        dense model); ``tensor_split`` the split asked for between several devices."""
         self._engine_pid = pid
         self._devices = devices
         self._buffers = buffers
         self._offloaded = offloaded_layers
         self._layers = {entry.device: entry.layers for entry in layers_by_device}
+        self._experts = experts
+        self._tensor_split = tensor_split
         self._redraw()
 
     def set_devices(self, devices: tuple[DeviceInfo, ...]) -> None:
@@ -160,6 +170,7 @@ class GpuGauge(Vertical):
         devices = self._devices_text()
         devices.rstrip()
         self._set_line(".devices", devices)
+        self._set_line(".experts", Text(self._experts))
         host = getattr(snapshot, "host", None)
         host_text = ""
         if host is not None:
@@ -179,6 +190,8 @@ class GpuGauge(Vertical):
         if not self._devices:
             return text
         text.append("llama.cpp devices\n", style="bold")
+        shares = split_shares(self._tensor_split, len(accelerators))
+        share_of = {dev.name: share for dev, share in zip(accelerators, shares, strict=True)}
         for dev in self._devices:
             # Two lines per device, whatever the figures: a row count that does not depend on
             # the number of digits keeps a new sample from relayouting the screen.
@@ -190,6 +203,8 @@ class GpuGauge(Vertical):
                 layers = self._offloaded  # a log without per-layer lines: all on the one device
             if dev.kind != "cpu" and layers:
                 name += f" · {layers} layers"
+            if len(accelerators) > 1 and self._tensor_split and dev.name in share_of:
+                name += f" · split {share_of[dev.name] * 100:.0f}%"
             text.append(f"{INDENT}{name}\n")
             line = (
                 f"{INDENT * 2}free {human_bytes(dev.memory_free)} / {human_bytes(dev.memory_total)}"

@@ -29,7 +29,8 @@ class ChartPoint:
 
 
 def chart_points(result: SweepResult | None) -> list[ChartPoint]:
-    """The measured levels of ``result`` by GPU layers (skipped and failed ones left out)."""
+    """The measured layer splits of ``result`` by GPU layers (skipped and failed ones, and
+    those with expert layers in RAM, left out)."""
     if result is None:
         return []
     points = [
@@ -40,7 +41,12 @@ def chart_points(result: SweepResult | None) -> list[ChartPoint]:
             row.prompt_tokens_per_s.median if row.prompt_tokens_per_s else 0.0,
         )
         for row in result.levels
-        if row.status == "ok" and row.gpu_layers is not None and row.gen_tokens_per_s
+        # Layer splits only: an expert level shares "all" layers with the plain one (the
+        # table compares them).
+        if row.status == "ok"
+        and row.gpu_layers is not None
+        and row.gen_tokens_per_s
+        and not row.n_cpu_moe
     ]
     return sorted(points, key=lambda point: point.layers)
 

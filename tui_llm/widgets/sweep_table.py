@@ -14,12 +14,15 @@ BEFORE_COLUMN = 4  # after "gen tok/s": the figures compared sit side by side
 
 
 def before_cell(row: LevelResult, before: SweepResult) -> str:
-    """The earlier sweep's generation tokens/s at ``row``'s GPU layers, and the change since."""
+    """The earlier sweep's generation tokens/s at ``row``'s placement (GPU layers, expert
+    layers in RAM), and the change since."""
     earlier = next(
         (
             r
             for r in before.levels
-            if r.status == "ok" and r.gpu_layers == row.gpu_layers and r.gen_tokens_per_s
+            if r.status == "ok"
+            and (r.gpu_layers, r.n_cpu_moe) == (row.gpu_layers, row.n_cpu_moe)
+            and r.gen_tokens_per_s
         ),
         None,
     )

@@ -110,6 +110,17 @@ FULL = Plan(
     idle_s=3.0,
     launch_runs=7,
 )
+# Only the streaming windows (and the idle reference): for comparing two commits' streaming
+# lateness back to back (``--app-session ... --streaming-only``, as on the lent GPU machine).
+STREAMING_ONLY = Plan(
+    generation_reps=0,
+    stream_reps=6,
+    max_tokens=600,
+    reload_reps=0,
+    switch_reps=0,
+    idle_s=1.0,
+    launch_runs=0,
+)
 QUICK = Plan(
     generation_reps=2,
     stream_reps=2,
@@ -676,8 +687,9 @@ async def bench_app_session(plan: Plan, folder: Path, demo: Path, large: Path) -
                     f"{max(window.lateness_s) * 1000:.1f} ms"
                 )
 
-            log("2a. event loop while models load")
-            await bench_loads(app, probe, plan, report, keep, demo, large)
+            if plan.reload_reps or plan.switch_reps:
+                log("2a. event loop while models load")
+                await bench_loads(app, probe, plan, report, keep, demo, large)
     finally:
         if probe.window is not None:
             await probe.stop()
@@ -1392,8 +1404,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("OUT_JSON", "DEMO", "LARGE"),
         help=argparse.SUPPRESS,  # internal: the stall session, run in a fresh interpreter
     )
+    parser.add_argument("--streaming-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = STREAMING_ONLY if args.streaming_only else QUICK if args.quick else FULL
     if args.app_session:
         out, demo, large = (Path(p) for p in args.app_session)
         session = asyncio.run(bench_app_session(plan, out.parent, demo, large))

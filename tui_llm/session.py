@@ -254,18 +254,22 @@ class ModelSession:
             name = devices[0].name if devices else "GPU"
             return PlacementFigures(((name, level.gpu_bytes),), level.cpu_bytes, level.fits)
         moe = self.moe_layers if n_cpu_moe == "all" else int(n_cpu_moe)
+        if len(devices) > 1 and not settings.tensor_split and free is not None:
+            # llama.cpp splits by free memory when no split is given.
+            settings = replace(settings, tensor_split=fit.spread_by_free_memory(free))
         pair = fit.estimate_pair(
             Path(settings.model_path),
             settings,
             request.offload_layers,
             moe,
             gpu_present=free is not None,
+            gpu_count=len(devices),
         )
         if pair is None:
             return None
         per_device, cpu = pair
         names = [device.name for device in devices]
-        if len(names) != len(per_device):  # the estimate plans one device for several GPUs
+        if len(names) != len(per_device):
             names = [f"GPU{index}" for index in range(len(per_device))]
         fits = None
         if free is not None and len(per_device) == 1:

@@ -72,13 +72,16 @@ def device_for(settings: LoadSettings | None, gpu_present: bool = True) -> Devic
 
 
 def devices_for_settings(
-    settings: LoadSettings | None, gpu_present: bool = True
+    settings: LoadSettings | None, gpu_present: bool = True, gpu_count: int = 1
 ) -> tuple[DeviceProfile, ...]:
     """The offload devices a load would use, in llama.cpp's order: each RPC server (named as
-    llama.cpp names its buffers, ``RPC0[host:port]``), else the GPU, else none."""
+    llama.cpp names its buffers, ``RPC0[host:port]``), else ``gpu_count`` GPUs (``CUDA0``…),
+    else none."""
     if settings is not None and settings.rpc_servers:
         return tuple(replace(RPC, name=f"RPC0[{server}]") for server in settings.rpc_servers)
-    return (CUDA if gpu_present else NO_GPU,)
+    if not gpu_present:
+        return (NO_GPU,)
+    return tuple(replace(CUDA, name=f"CUDA{index}") for index in range(max(1, gpu_count)))
 
 
 def _corrected(path: Path, settings: LoadSettings, est: Estimate) -> Estimate:
@@ -103,15 +106,21 @@ def _estimate_for(path: Path, settings: LoadSettings, gpu_present: bool) -> Esti
 
 
 def estimate_pair(
-    path: Path, settings: LoadSettings, layers: int, n_cpu_moe: int, gpu_present: bool = True
+    path: Path,
+    settings: LoadSettings,
+    layers: int,
+    n_cpu_moe: int,
+    gpu_present: bool = True,
+    gpu_count: int = 1,
 ) -> tuple[tuple[int, ...], int] | None:
     """(bytes on each GPU, CPU bytes) with ``layers`` offloaded and the experts of the first
-    ``n_cpu_moe`` layers in RAM; None when the model cannot be read."""
+    ``n_cpu_moe`` layers in RAM; None when the model cannot be read. ``gpu_count`` GPUs (without
+    RPC servers) share the layers by ``settings.tensor_split`` (empty: equally)."""
     try:
         est = estimate_file(
             path,
             EstimateSettings.from_load_settings(settings),
-            devices_for_settings(settings, gpu_present),
+            devices_for_settings(settings, gpu_present, gpu_count),
         )
     except (OSError, ValueError):
         return None
@@ -139,7 +148,7 @@ def auto_placement_for_path(
         est = estimate_file(
             path,
             EstimateSettings.from_load_settings(load),
-            devices_for_settings(load, free_bytes is not None),
+            devices_for_settings(load, free_bytes is not None, len(free_bytes or ())),
         )
     except (OSError, ValueError):
         return None

@@ -221,7 +221,8 @@ _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _INLINE_SPECIAL_RE = re.compile(r"([\\`*_\[\]<>#!|~&])")
 
 
-def _local_minute(timestamp: float) -> str:
+def local_minute(timestamp: float) -> str:
+    """Seconds since the epoch as local time, to the minute (``2024-05-01 14:03``)."""
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
@@ -338,7 +339,7 @@ def _stats_line(stats: Mapping[str, Any]) -> str:
 
 
 def _message_markdown(message: StoredMessage, conversation_model: str | None) -> list[str]:
-    heading = f"## {_ROLE_NAMES[message.role]} · {_local_minute(message.created)}"
+    heading = f"## {_ROLE_NAMES[message.role]} · {local_minute(message.created)}"
     lines = [heading, ""]
     if message.role == "assistant":
         model = message.model_name or (
@@ -372,8 +373,8 @@ def to_markdown(conversation: StoredConversation) -> str:
     if conversation.model_name:
         lines.append(f"- Model: {inline(conversation.model_name)}")
     lines += [
-        f"- Started: {_local_minute(conversation.created)}",
-        f"- Last changed: {_local_minute(conversation.updated)}",
+        f"- Started: {local_minute(conversation.created)}",
+        f"- Last changed: {local_minute(conversation.updated)}",
         f"- Messages: {len(conversation.messages)}",
         "",
     ]

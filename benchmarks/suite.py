@@ -87,6 +87,14 @@ BENCHMARKS = (
         "~20 s / ~10 s",
     ),
     Benchmark(
+        "history_search",
+        "benchmarks.bench_history_search",
+        "docs/benchmarks.md",
+        ("history_search",),
+        "full-text search of 10,000 saved conversations of 100 messages: latency per query",
+        "~8 min / ~10 s",
+    ),
+    Benchmark(
         "hub_download",
         "benchmarks.bench_hub_download",
         "docs/benchmarks.md",

@@ -127,5 +127,5 @@ def test_a_previous_version_database_gains_the_sweeps_table_and_keeps_its_data(
         (message,) = store.load(1).messages
         assert (message.content, message.reasoning) == ("from v2", "thought")
     reader = sqlite3.connect(db_path)
-    assert schema_version(reader) == len(MIGRATIONS) == 3
+    assert schema_version(reader) == len(MIGRATIONS) == 4
     reader.close()

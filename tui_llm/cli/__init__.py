@@ -26,7 +26,19 @@ from tui_llm.cli.args import (
     stop_string,
 )
 
-SUBCOMMANDS = ("chat", "bench", "info", "demo-model", "rpc-server", "fit", "search", "pull")
+SUBCOMMANDS = (
+    "chat",
+    "bench",
+    "info",
+    "demo-model",
+    "rpc-server",
+    "fit",
+    "search",
+    "pull",
+    "history",
+    "export",
+    "import",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tui_llm.cli.bench import add_bench_parser
     from tui_llm.cli.fit import add_fit_parser
+    from tui_llm.cli.history import add_history_parsers
     from tui_llm.cli.hub import add_hub_parsers
 
     add_bench_parser(sub)
     add_fit_parser(sub)
     add_hub_parsers(sub)
+    add_history_parsers(sub)
     return parser
 
 
@@ -137,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tui_llm.cli.hub import run_pull, run_search
 
             return run_search(args) if args.command == "search" else run_pull(args)
+        if args.command in ("history", "export", "import"):
+            from tui_llm.cli.history import run_export, run_history, run_import
+
+            run = {"history": run_history, "export": run_export, "import": run_import}
+            return run[args.command](args)
         raise UsageError(f"unknown command {args.command}")
     except UsageError as exc:
         say(f"tui-llm: error: {exc}", one_line=True)

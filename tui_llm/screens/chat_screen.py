@@ -103,7 +103,9 @@ class ChatScreen(EngineScreen):
         view = await self.chat_view.add_message("assistant", show_thinking=show_thinking)
         text = reasoning = ""
         done: DoneEvent | None = None
-        self.recorder.reply_started()
+        self.recorder.reply_started(
+            self.loaded.settings.model_path if self.loaded else None, self.tui.sampling
+        )
         try:
             async for event in self.tui.engine.generate(
                 self.conversation.for_model(), self.tui.sampling
@@ -244,22 +246,26 @@ class ChatScreen(EngineScreen):
 
     def action_history(self) -> None:
         """Saved conversations (F3): pick one to carry on with the loaded model."""
-        from tui_llm.screens.history import HistoryScreen
+        from tui_llm.screens.history import HistoryPick, HistoryScreen
 
         store = self.recorder.store
         if store is None:
             self.notify("Conversations are not being saved (see the earlier warning).")
             return
 
-        def opened(conversation_id: int | None) -> None:
-            if conversation_id is not None:
+        def opened(pick: HistoryPick | None) -> None:
+            if pick is not None:
                 self.run_worker(
-                    self.open_conversation(conversation_id), group="history", exclusive=True
+                    self.open_conversation(pick.conversation_id, at_position=pick.position),
+                    group="history",
+                    exclusive=True,
                 )
 
         self.app.push_screen(HistoryScreen(store), opened)
 
-    async def open_conversation(self, conversation_id: int) -> None:
+    async def open_conversation(self, conversation_id: int, at_position: int | None = None) -> None:
+        """Show a saved conversation to carry on; ``at_position``: scrolled to that message
+        (a search's match) instead of its end."""
         from tui_llm.store import StoreError
 
         store = self.recorder.store
@@ -288,7 +294,21 @@ class ChatScreen(EngineScreen):
                 view.set_stats("interrupted")
         self._n_past = 0
         self.update_status()
+        if at_position is not None:
+            self.show_message(
+                sum(1 for m in stored.messages if m.position < at_position and m.role != "system")
+            )
         notify_literal(self, f"Opened “{stored.title}”.")
+
+    def show_message(self, index: int) -> None:
+        """Scroll the chat so that its ``index``-th message view is at the top."""
+        views = self.chat_view.messages()
+        if 0 <= index < len(views):
+            view = views[index]
+            # Queued on the chat view, after the scroll to its end that adding each view asked for.
+            self.chat_view.call_after_refresh(
+                self.chat_view.scroll_to_widget, view, animate=False, top=True
+            )
 
     def action_sampling(self) -> None:
         from tui_llm.screens.sampling import SamplingScreen

@@ -32,7 +32,7 @@ def summary_prompt(summary: SweepSummary) -> Content:
     )
 
 
-class SweepListScreen(StoredListScreen):
+class SweepListScreen(StoredListScreen[int]):
     """A model's sweeps, newest first; Enter picks one, Delete removes, Esc closes."""
 
     BINDINGS = [Binding("escape,e", "close", "Close")]
@@ -43,9 +43,10 @@ class SweepListScreen(StoredListScreen):
             hint="Enter compare with this one · Delete remove · Esc close",
             empty="No saved sweeps of this model yet.",
             list_id="sweeps",
-            load=lambda: store.list_for_model(model_path, limit=200),
+            load=lambda _query: store.list_for_model(model_path, limit=200),
             prompt=summary_prompt,
             delete=lambda summary: store.delete(summary.id),
+            pick=lambda summary: int(summary.id),
         )
         self.store = store
         self.model_path = model_path

@@ -15,6 +15,7 @@ from tui_llm.store.records import (
     StoreErrorKind,
     auto_title,
 )
+from tui_llm.store.search import SearchHit
 from tui_llm.store.sweeps import StoredSweep, SweepStore, SweepSummary
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ConversationStore",
     "ConversationSummary",
     "Role",
+    "SearchHit",
     "StoreError",
     "StoreErrorKind",
     "StoredConversation",

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tui_llm import paths
-from tui_llm.engine.protocol import ReplyStats
+from tui_llm.engine.protocol import ReplyStats, SamplingParams
 from tui_llm.store.records import (
     UNTITLED,
     ConversationSummary,
@@ -41,6 +41,7 @@ from tui_llm.store.records import (
     stats_json,
     storable,
 )
+from tui_llm.store.search import SearchHit, find_conversations, parse_query
 from tui_llm.store.sqlite_file import SQLiteFile
 
 DATABASE_NAME = "conversations.sqlite3"
@@ -50,12 +51,6 @@ _TITLE_SOURCE_CHARS = 4000  # enough of the first user message to find its first
 def default_path() -> Path:
     """Where conversations are saved by default."""
     return paths.data_dir() / DATABASE_NAME
-
-
-def _like_pattern(text: str) -> str:
-    """A LIKE pattern matching ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 _SUMMARY_SELECT = """
@@ -115,8 +110,13 @@ class ConversationStore(SQLiteFile):
         *,
         partial: bool = False,
         stats: Mapping[str, Any] | ReplyStats | None = None,
+        model_path: str | None = None,
+        settings: Mapping[str, Any] | SamplingParams | None = None,
     ) -> int:
-        """Append a message at the end of a conversation; returns the message id."""
+        """Append a message at the end of a conversation; returns the message id.
+
+        A reply records the model that writes it (``model_path``) and its sampling ``settings``.
+        """
         check_role(role)
         stats_text = stats_json(stats)
         stored = storable(content)
@@ -128,10 +128,20 @@ class ConversationStore(SQLiteFile):
                 (conversation_id,),
             ).fetchone()
             cursor = db.execute(
-                "INSERT INTO messages"
-                " (conversation_id, position, role, content, created, partial, stats_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, position, role, stored, now, int(partial), stats_text),
+                "INSERT INTO messages (conversation_id, position, role, content, created,"
+                " partial, stats_json, model_path, settings_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    position,
+                    role,
+                    stored,
+                    now,
+                    int(partial),
+                    stats_text,
+                    storable(model_path) if model_path is not None else None,
+                    stats_json(settings),
+                ),
             )
             return int(cursor.lastrowid or 0)
 
@@ -202,24 +212,15 @@ class ConversationStore(SQLiteFile):
             ).fetchall()
         return [self._summary(row) for row in rows]
 
-    def search(self, text: str, limit: int | None = 50) -> list[ConversationSummary]:
-        """Conversations whose title or any message contains ``text`` (ASCII case-insensitive).
-
-        ``%`` and ``_`` match themselves; an empty ``text`` lists every conversation. LIKE stops
-        at a NUL character, so text after one in a message is not searched.
-        """
-        if not text:
-            return self.list_conversations(limit)
-        pattern = _like_pattern(storable(text))
+    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+        """Conversations whose messages (or given title) hold every word of ``text``, each with
+        the line that matched; see ``search`` for what a word is and the order. No word in
+        ``text`` (blank, punctuation only) finds nothing."""
+        query = parse_query(storable(text))
+        if query is None:
+            return []
         with self._transaction("searching conversations") as db:
-            rows = db.execute(
-                f"{_SUMMARY_SELECT}"
-                " WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages AS m"
-                " WHERE m.conversation_id = c.id AND m.content LIKE ? ESCAPE '\\')"
-                f" {_SUMMARY_ORDER}",
-                (_TITLE_SOURCE_CHARS, pattern, pattern, -1 if limit is None else limit),
-            ).fetchall()
-        return [self._summary(row) for row in rows]
+            return find_conversations(db, query, limit, lambda ids: self._summaries(db, ids))
 
     def load(self, conversation_id: int) -> StoredConversation:
         """A conversation with all its messages; ``StoreError`` (kind ``missing``) if gone."""
@@ -232,7 +233,8 @@ class ConversationStore(SQLiteFile):
             if head is None:
                 raise StoreError(f"conversation {conversation_id} is not in {self.path}", "missing")
             rows = db.execute(
-                "SELECT id, position, role, content, partial, stats_json, created, reasoning"
+                "SELECT id, position, role, content, partial, stats_json, created, reasoning,"
+                " model_path, settings_json"
                 " FROM messages WHERE conversation_id = ? ORDER BY position",
                 (conversation_id,),
             ).fetchall()
@@ -246,6 +248,8 @@ class ConversationStore(SQLiteFile):
                 stats=stats_from_json(row[5]),
                 created=row[6],
                 reasoning=row[7],
+                model_path=row[8],
+                settings=stats_from_json(row[9]),
             )
             for row in rows
         ]
@@ -258,9 +262,76 @@ class ConversationStore(SQLiteFile):
             created=head[2],
             updated=head[3],
             messages=messages,
+            custom_title=head[1],
         )
 
+    def ids_created_at(self, created: float) -> list[int]:
+        """The conversations started at exactly ``created`` (seconds since the epoch)."""
+        with self._transaction("looking up conversations") as db:
+            rows = db.execute(
+                "SELECT id FROM conversations WHERE created = ? ORDER BY id", (created,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def restore(self, conversation: StoredConversation) -> int:
+        """Save a copy of ``conversation`` as a new one; returns its id.
+
+        Everything is kept (title as given, timestamps, each message's thinking, partial flag,
+        stats, model and settings) except the ids, which this database assigns; positions
+        become 0, 1, 2... in the order given. One transaction: all of it or nothing.
+        """
+        for message in conversation.messages:
+            check_role(message.role)
+        with self._transaction("importing a conversation", write=True) as db:
+            cursor = db.execute(
+                "INSERT INTO conversations (title, created, updated, model_path, system_prompt)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    self._clean_title(conversation.custom_title),
+                    conversation.created,
+                    conversation.updated,
+                    storable(conversation.model_path) if conversation.model_path else None,
+                    storable(conversation.system_prompt),
+                ),
+            )
+            conversation_id = int(cursor.lastrowid or 0)
+            db.executemany(
+                "INSERT INTO messages (conversation_id, position, role, content, created,"
+                " partial, stats_json, reasoning, model_path, settings_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        conversation_id,
+                        position,
+                        message.role,
+                        storable(message.content),
+                        message.created,
+                        int(message.partial),
+                        stats_json(message.stats),
+                        storable(message.reasoning),
+                        storable(message.model_path) if message.model_path else None,
+                        stats_json(message.settings),
+                    )
+                    for position, message in enumerate(conversation.messages)
+                ),
+            )
+            return conversation_id
+
     # ---- internals ----------------------------------------------------------------------------
+
+    def _summaries(
+        self, db: sqlite3.Connection, ids: Sequence[int]
+    ) -> dict[int, ConversationSummary]:
+        """The list rows of the conversations ``ids``, by id."""
+        found: dict[int, ConversationSummary] = {}
+        for start in range(0, len(ids), 500):  # within SQLite's limit on parameters
+            chunk = list(ids[start : start + 500])
+            rows = db.execute(
+                f"{_SUMMARY_SELECT} WHERE c.id IN ({', '.join('?' for _ in chunk)})",
+                (_TITLE_SOURCE_CHARS, *chunk),
+            ).fetchall()
+            found.update((row[0], self._summary(row)) for row in rows)
+        return found
 
     def _summary(self, row: tuple[Any, ...]) -> ConversationSummary:
         return ConversationSummary(

@@ -51,9 +51,35 @@ CREATE TABLE sweeps (
 CREATE INDEX sweeps_by_model ON sweeps(model_path, started);
 """
 
+# Full-text search over every message, and the model and sampling settings of each reply.
+# ``messages_fts`` is an external-content FTS5 index of ``messages.content`` (rowid = message id),
+# kept in step by triggers, so every write and its index entry commit or roll back together; the
+# last statement indexes what an older database already holds. Words are Unicode letters and
+# digits, matched without case or diacritics; ``prefix`` indexes make a 2- or 3-letter prefix
+# (search as you type) as fast as a whole word.
+_V4 = """
+ALTER TABLE messages ADD COLUMN model_path TEXT;
+ALTER TABLE messages ADD COLUMN settings_json TEXT;
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content, content='messages', content_rowid='id',
+    tokenize='unicode61 remove_diacritics 2', prefix='2 3'
+);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+END;
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+"""
+
 # AUTOINCREMENT keeps ids from being reused: a reply still streaming into a deleted conversation
 # must never overwrite a newer message that happened to get the same id.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 
 class SchemaTooNewError(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tui_llm.engine.protocol import ReplyStats
+from tui_llm.engine.protocol import ReplyStats, SamplingParams
 from tui_llm.store.conversations import ConversationStore
 from tui_llm.store.records import StoredConversation, StoreError
 
@@ -65,12 +65,20 @@ class ConversationRecorder:
         except StoreError as exc:
             self._fail(exc)
 
-    def reply_started(self) -> None:
+    def reply_started(
+        self, model_path: str | None = None, settings: SamplingParams | None = None
+    ) -> None:
+        """A reply begins, written by ``model_path`` with ``settings`` (both kept with it)."""
         try:
             if self.store is None or self.conversation_id is None:
                 return
             self._reply_id = self.store.add_message(
-                self.conversation_id, "assistant", "", partial=True
+                self.conversation_id,
+                "assistant",
+                "",
+                partial=True,
+                model_path=model_path,
+                settings=settings,
             )
             self._positions.append(self._reply_id)
             self._last_partial_save = time.monotonic()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from tui_llm.conversation import Conversation
-from tui_llm.engine.protocol import ChatMessage, ReplyStats
+from tui_llm.engine.protocol import ChatMessage, ReplyStats, SamplingParams
 
 Role = Literal["system", "user", "assistant"]
 StoreErrorKind = Literal["corrupt", "too_new", "busy", "missing", "io"]
@@ -69,6 +69,13 @@ class StoredMessage:
     stats: dict[str, Any] | None
     created: float
     reasoning: str = ""  # a reasoning model's thinking, apart from the answer in ``content``
+    model_path: str | None = None  # the model that wrote a reply (None: not recorded)
+    settings: dict[str, Any] | None = None  # a reply's sampling settings (``SamplingParams``)
+
+    @property
+    def model_name(self) -> str | None:
+        """The file name of the model that wrote this reply."""
+        return _model_name(self.model_path)
 
     def reply_stats(self) -> ReplyStats | None:
         """The stats as ``ReplyStats`` when they hold every field it needs (older saves lack
@@ -93,6 +100,7 @@ class StoredConversation:
     created: float
     updated: float
     messages: list[StoredMessage]
+    custom_title: str | None = None  # the title the user gave; None: ``title`` is automatic
 
     @property
     def model_name(self) -> str | None:
@@ -131,10 +139,11 @@ def storable(text: str) -> str:
     return text
 
 
-def stats_json(stats: Mapping[str, Any] | ReplyStats | None) -> str | None:
+def stats_json(stats: Mapping[str, Any] | ReplyStats | SamplingParams | None) -> str | None:
+    """Stats or settings (a dataclass or a mapping) as compact JSON; ``None`` stays ``None``."""
     if stats is None:
         return None
-    if isinstance(stats, ReplyStats):
+    if isinstance(stats, (ReplyStats, SamplingParams)):
         stats = dataclasses.asdict(stats)
     return json.dumps(dict(stats), separators=(",", ":"))
 

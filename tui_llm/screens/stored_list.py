@@ -1,6 +1,9 @@
 """A modal list of saved things (conversations, sweeps): Enter picks one, Delete removes the
 highlighted one, Esc closes; with a search box, typing searches. Subclasses say what is listed,
-how it is searched and deleted, and what picking one returns."""
+how it is searched and deleted, and what picking one returns.
+
+A search runs on a thread (a full-text search of a large history takes tens of ms: typing must
+not wait for it); only the newest query's results are shown."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from textual import events, on
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -16,6 +19,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from tui_llm.store import StoreError
 from tui_llm.widgets.literal import notify_literal
@@ -96,13 +100,17 @@ class StoredListScreen(ModalScreen[Picked | None]):
         return self.summaries[index]
 
     def _reload(self, keep_index: int = 0) -> None:
-        options = self.query_one(OptionList)
-        options.clear_options()
         try:
-            self.summaries = list(self._load(self.query_text))
+            found = list(self._load(self.query_text))
         except StoreError as exc:
             notify_literal(self, str(exc), severity="error")
-            self.summaries = []
+            found = []
+        self._show(found, keep_index)
+
+    def _show(self, found: list[Any], keep_index: int = 0) -> None:
+        options = self.query_one(OptionList)
+        options.clear_options()
+        self.summaries = found
         for index, summary in enumerate(self.summaries):
             options.add_option(Option(self._prompt(summary), id=str(index)))
         if not self.summaries:
@@ -113,9 +121,25 @@ class StoredListScreen(ModalScreen[Picked | None]):
 
     @on(Input.Changed, "#search")
     def search(self, event: Input.Changed) -> None:
-        """Search as the user types."""
+        """Search as the user types (on a thread; a newer query supersedes an older one)."""
         self.query_text = event.value
-        self._reload()
+        self._search(event.value)
+
+    @work(thread=True, exclusive=True, group="stored-list-search")
+    def _search(self, query: str) -> None:
+        try:
+            found, problem = list(self._load(query)), None
+        except StoreError as exc:
+            found, problem = [], str(exc)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._searched, query, found, problem)
+
+    def _searched(self, query: str, found: list[Any], problem: str | None) -> None:
+        if query != self.query_text or not self.is_attached:
+            return  # typed on since, or closed
+        if problem is not None:
+            notify_literal(self, problem, severity="error")
+        self._show(found)
 
     @on(Input.Submitted, "#search")
     def pick_highlighted(self) -> None:

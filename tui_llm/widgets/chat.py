@@ -240,8 +240,10 @@ class ChatView(VerticalScroll):
     }
     """
 
-    INITIAL_MESSAGES = 40  # mounted when a conversation opens: more than a tall screen shows
-    REVEAL_BATCH = 20  # mounted at a time as the view nears its top
+    # Mounted when a conversation opens: a 48-row terminal shows about a dozen short messages.
+    # Each Markdown message is tens of widgets that every layout arranges, so fewer is faster.
+    INITIAL_MESSAGES = 24
+    REVEAL_BATCH = 10  # mounted at a time as the view nears its top
 
     def __init__(self, empty_text: str = "", id: str | None = None) -> None:
         super().__init__(id=id, can_focus=True)

@@ -79,6 +79,14 @@ BENCHMARKS = (
         "~2.5 min / ~40 s",
     ),
     Benchmark(
+        "resume",
+        "benchmarks.bench_resume",
+        "docs/benchmarks-app.md",
+        ("app.resume",),
+        "a saved 1,000-message conversation opened in the app: time to show its end, scrolling",
+        "~1.5 min / ~30 s",
+    ),
+    Benchmark(
         "history",
         "benchmarks.bench_history",
         "docs/benchmarks.md",

@@ -23,6 +23,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from tui_llm import paths
+from tui_llm.context_fit import OVERFLOW_POLICIES, OverflowPolicy
 from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, OffloadValue, SamplingParams
 from tui_llm.sampling_ranges import SAMPLING_RANGES, SamplingRange
 from tui_llm.tomlfile import atomic_write, back_up, merge_values
@@ -69,6 +70,9 @@ class Settings:
     profiles: dict[str, LoadProfile] = field(default_factory=dict)
     # A reasoning model's thinking stays open after the answer starts (else it collapses).
     show_thinking: bool = False
+    # [chat] context_overflow: when the next turn would not fit the context, "trim" sends the
+    # system prompt and the newest turns that fit; "stop" sends nothing and says so.
+    context_overflow: OverflowPolicy = "trim"
 
 
 def settings_path() -> Path:
@@ -227,6 +231,8 @@ def _settings_from(data: Mapping[str, Any], bad: list[str]) -> Settings:
     margin = take(data, "", "gpu_safety_margin_mib", _integer(0), None)
     show_thinking = take(data, "", "show_thinking", _boolean, default.show_thinking)
     load = _profile_from(_table(data, "load", bad), "load.", default.load, bad)
+    chat_table = _table(data, "chat", bad)
+    overflow = take(chat_table, "chat.", "context_overflow", _one_of(OVERFLOW_POLICIES), "trim")
     sampling_table = _table(data, "sampling", bad)
     base = default.sampling
 
@@ -255,6 +261,7 @@ def _settings_from(data: Mapping[str, Any], bad: list[str]) -> Settings:
         gpu_safety_margin_mib=margin,
         profiles=profiles,
         show_thinking=show_thinking,
+        context_overflow=overflow,
     )
 
 
@@ -330,6 +337,13 @@ def _stop_strings(value: object) -> Any:
     return strings
 
 
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: object) -> Any:
+        return value if value in choices else _MISSING
+
+    return check
+
+
 def _boolean(value: object) -> Any:
     return value if isinstance(value, bool) else _MISSING
 
@@ -366,6 +380,7 @@ def _values(settings: Settings) -> dict[str, Any]:
         "gpu_safety_margin_mib": settings.gpu_safety_margin_mib,
         "show_thinking": settings.show_thinking,
         "load": profile(settings.load),
+        "chat": {"context_overflow": settings.context_overflow},
         "sampling": sampling,
         "profiles": {model: profile(p) for model, p in settings.profiles.items()},
     }

@@ -13,6 +13,9 @@ class Conversation:
 
     system_prompt: str = ""
     turns: list[ChatMessage] = field(default_factory=list)
+    # Turns before this index were left out of the last prompt: the context could not hold
+    # them (``tui_llm.context_fit``). 0: everything is sent.
+    first_sent_turn: int = 0
 
     def for_model(self) -> tuple[ChatMessage, ...]:
         """What is sent to the model: the system prompt (if any) and every turn."""
@@ -57,3 +60,4 @@ class Conversation:
 
     def clear(self) -> None:
         self.turns.clear()
+        self.first_sent_turn = 0

@@ -93,8 +93,12 @@ async def test_search_open_at_the_match_rename_and_export(
         await pilot.press("enter")
         await wait_until(pilot, lambda: not isinstance(app.screen, HistoryScreen))
         main = app.main_screen
-        await wait_until(pilot, lambda: len(main.chat_view.messages()) == 61)
-        target = main.chat_view.messages()[30]
+        # Long conversations mount their newest messages; opening at a match mounts from it on.
+        await wait_until(
+            pilot,
+            lambda: len(main.chat_view.messages()) + main.chat_view.unmounted_count == 61,
+        )
+        target = main.chat_view.messages()[30 - main.chat_view.unmounted_count]
         await wait_until(pilot, lambda: main.chat_view.scroll_y > 0)
         await pilot.pause()
         view = main.chat_view

@@ -65,6 +65,7 @@ def a_full_settings() -> Settings:
         ),
         system_prompt='You are terse.\nUse "quotes" and \\ backslashes.',
         gpu_safety_margin_mib=768,
+        context_overflow="stop",
     )
     remember_model(settings, "/models/b.gguf")
     remember_model(settings, "/models/a.gguf")
@@ -399,3 +400,13 @@ def test_stored_sampling_is_saved() -> None:
 
     loaded = load_settings()[0]
     assert (loaded.sampling, loaded.system_prompt) == (sampling, "Answer in French.")
+
+
+def test_context_overflow_is_read_from_the_chat_table(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('[chat]\ncontext_overflow = "stop"\n')
+    assert load_settings(path) == (Settings(context_overflow="stop"), None)
+    path.write_text('[chat]\ncontext_overflow = "shift"\n')
+    settings, warning = load_settings(path)
+    assert settings.context_overflow == "trim"
+    assert warning is not None and "chat.context_overflow" in warning

@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out a reasoning model's thinking (shown on stderr by default)",
     )
+    chat.add_argument(
+        "--context-overflow",
+        choices=("trim", "stop"),
+        default=None,
+        help="when the prompt leaves no room for the reply: trim (send what fits, the reply gets "
+        "the room left) or stop with a message; default: [chat] context_overflow in settings.toml",
+    )
     add_load_options(chat)
 
     info = sub.add_parser("info", help="print a GGUF file's metadata")

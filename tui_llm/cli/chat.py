@@ -8,9 +8,13 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from tui_llm.cli.args import UsageError, placement_from_args, resolve_model, say
 from tui_llm.textsafe import for_stream
+
+if TYPE_CHECKING:
+    from tui_llm.context_fit import OverflowPolicy
 
 
 def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
@@ -47,9 +51,23 @@ def load_settings_from_args(args: argparse.Namespace, model: Path) -> object:
     return settings
 
 
+def overflow_policy(args: argparse.Namespace) -> OverflowPolicy:
+    """``--context-overflow``, else the settings' ``[chat] context_overflow`` (a bad settings
+    file is said once and its defaults used)."""
+    if args.context_overflow is not None:
+        return cast("OverflowPolicy", args.context_overflow)
+    from tui_llm.config import load_settings
+
+    settings, warning = load_settings()
+    if warning:
+        say(f"tui-llm: {warning}")
+    return settings.context_overflow
+
+
 async def run_chat(args: argparse.Namespace) -> int:
     from tui_llm.catalog.gguf_reader import GGUFError
     from tui_llm.catalog.metadata import read_model_info
+    from tui_llm.context_fit import ContextOverflow, engine_counter, plan_context, reply_reserve
     from tui_llm.engine.client import EngineClient, EngineError
     from tui_llm.engine.protocol import ChatMessage, DoneEvent, LoadSettings, SamplingParams
 
@@ -90,9 +108,25 @@ async def run_chat(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         if loaded.chat_template_warning:
             say(f"tui-llm: note: {loaded.chat_template_warning}")
+        try:
+            plan = await plan_context(
+                args.system or "",
+                messages[1:] if args.system else messages,
+                engine_counter(client),
+                sampling.max_tokens,
+                overflow_policy(args),
+            )
+        except ContextOverflow as exc:
+            say(f"tui-llm: not sent: {exc} (raise it with --ctx)")
+            return 1
+        if plan.reply_room < reply_reserve(sampling.max_tokens, plan.n_ctx) or plan.trimmed:
+            say(
+                f"tui-llm: note: the prompt is {plan.prompt_tokens} tokens of the context's "
+                f"{plan.n_ctx}: the reply has room for {plan.reply_room}"
+            )
         done: DoneEvent | None = None
         thinking_shown = False
-        async for event in client.generate(messages, sampling):
+        async for event in client.generate(plan.messages, sampling):
             if isinstance(event, DoneEvent):
                 done = event
                 continue
@@ -136,8 +170,11 @@ async def run_chat(args: argparse.Namespace) -> int:
                     if first_answer is not None
                     else ""
                 )
+            ended = {"length": ", max tokens reached", "context": ", context full"}.get(
+                done.finish_reason, ""
+            )
             print(
-                f"[{stats.generated_tokens} tokens, {thinking}"
+                f"[{stats.generated_tokens} tokens{ended}, {thinking}"
                 f"{stats.generation_tokens_per_s:.1f} tok/s, "
                 f"first token {stats.time_to_first_token_s * 1000:.0f} ms, "
                 f"prompt {stats.prompt_tokens} tokens]",

@@ -23,6 +23,8 @@ from tui_llm.engine.protocol import (
     BenchRequest,
     CancelRequest,
     ChatMessage,
+    CountEvent,
+    CountRequest,
     DevicesEvent,
     DevicesRequest,
     DoneEvent,
@@ -340,6 +342,25 @@ class EngineClient:
                             event = await asyncio.wait_for(self._next(pending), 30.0)
                             if isinstance(event, DoneEvent):
                                 break
+                self._pending.pop(rid, None)
+
+    async def count_tokens(
+        self, messages: list[ChatMessage] | tuple[ChatMessage, ...]
+    ) -> CountEvent:
+        """Tokens ``messages`` take as the loaded model's prompt, and its context size.
+
+        Raises ``EngineError`` (``not_loaded``; ``bad_request`` when the template fails).
+        """
+        async with self._lock:
+            rid = next(self._ids)
+            pending = self._register(rid)
+            try:
+                await self._send(CountRequest(rid, tuple(messages)))
+                while True:
+                    event = await self._next(pending)
+                    if isinstance(event, CountEvent):
+                        return event
+            finally:
                 self._pending.pop(rid, None)
 
     async def bench(self, prompt_tokens: int, gen_tokens: int, seed: int = 0) -> BenchEvent:

@@ -165,6 +165,16 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class CountRequest:
+    """How many tokens ``messages`` take as the loaded model's prompt (its chat template and
+    tokenizer, exactly as ``GenerateRequest`` would send them); answered by ``CountEvent``."""
+
+    request_id: int
+    messages: tuple[ChatMessage, ...]
+    type: Literal["count"] = "count"
+
+
+@dataclass(frozen=True)
 class BenchRequest:
     """Measure the loaded model as llama-bench does: a prompt of ``prompt_tokens`` random tokens
     decoded in batches (pp), then ``gen_tokens`` tokens decoded one at a time (tg); no sampling,
@@ -274,6 +284,16 @@ class DoneEvent:
 
 
 @dataclass(frozen=True)
+class CountEvent:
+    """The answer to a ``CountRequest``: prompt tokens, and the context they must fit in."""
+
+    request_id: int
+    prompt_tokens: int
+    n_ctx: int
+    type: Literal["token_count"] = "token_count"
+
+
+@dataclass(frozen=True)
 class BenchEvent:
     """One measurement of a ``BenchRequest`` (seconds of wall time in the engine)."""
 
@@ -321,6 +341,7 @@ Request = (
     LoadRequest
     | UnloadRequest
     | GenerateRequest
+    | CountRequest
     | BenchRequest
     | CancelRequest
     | DevicesRequest
@@ -333,6 +354,7 @@ Event = (
     | UnloadedEvent
     | TokensEvent
     | DoneEvent
+    | CountEvent
     | BenchEvent
     | DevicesEvent
     | ErrorEvent

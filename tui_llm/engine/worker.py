@@ -32,6 +32,9 @@ from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
     BenchRequest,
     CancelRequest,
+    ChatMessage,
+    CountEvent,
+    CountRequest,
     DevicesEvent,
     DevicesRequest,
     DoneEvent,
@@ -147,6 +150,8 @@ class Worker:
             self.load(request)
         elif isinstance(request, GenerateRequest):
             self.generate(request)
+        elif isinstance(request, CountRequest):
+            self.count(request)
         elif isinstance(request, BenchRequest):
             self.bench(request)
         elif isinstance(request, UnloadRequest):
@@ -292,6 +297,34 @@ class Worker:
                 self._stash = (self._settings, saved)
         self.send(bench_once(llm, request, lambda: self.is_cancelled(rid)))
 
+    def _prompt_tokens(self, messages: tuple[ChatMessage, ...]) -> tuple[str, list[int]]:
+        """The rendered prompt for ``messages`` and its tokens; raises ``TemplateError``."""
+        llm = self._llm
+        assert llm is not None and self._template is not None
+        bos_text = special_text(llm, llm.token_bos())
+        prompt = templates.render(
+            self._template.template, messages, bos_text, special_text(llm, llm.token_eos())
+        )
+        add_bos = not (bos_text and prompt.startswith(bos_text))
+        return prompt, list(llm.tokenize(prompt.encode(), add_bos=add_bos, special=True))
+
+    def _n_ctx(self) -> int:
+        """The tokens the context holds (prompt and reply together)."""
+        return int(min(self._llm.n_ctx(), len(self._llm.input_ids)))
+
+    def count(self, request: CountRequest) -> None:
+        """Tokens of a prompt, rendered and tokenized as ``generate`` would (``CountRequest``)."""
+        rid = request.request_id
+        if self._llm is None or self._template is None:
+            self.send(ErrorEvent(rid, "not_loaded", "no model is loaded"))
+            return
+        try:
+            _prompt, tokens = self._prompt_tokens(request.messages)
+        except templates.TemplateError as exc:
+            self.send(ErrorEvent(rid, "bad_request", str(exc)))
+            return
+        self.send(CountEvent(rid, len(tokens), self._n_ctx()))
+
     def generate(self, request: GenerateRequest) -> None:
         rid = request.request_id
         self._stash = None  # the conversation moves on: a cache kept before a benchmark is stale
@@ -300,20 +333,12 @@ class Worker:
             self.send(ErrorEvent(rid, "not_loaded", "no model is loaded"))
             return
         started = time.perf_counter()
-        bos_text = special_text(llm, llm.token_bos())
         try:
-            prompt = templates.render(
-                self._template.template,
-                request.messages,
-                bos_text,
-                special_text(llm, llm.token_eos()),
-            )
+            prompt, tokens = self._prompt_tokens(request.messages)
         except templates.TemplateError as exc:
             self.send(ErrorEvent(rid, "bad_request", str(exc)))
             return
-        add_bos = not (bos_text and prompt.startswith(bos_text))
-        tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=True)
-        n_ctx = min(llm.n_ctx(), len(llm.input_ids))
+        n_ctx = self._n_ctx()
         if len(tokens) >= n_ctx:
             self.send(
                 ErrorEvent(

@@ -15,12 +15,13 @@ from typing import Any
 from textual import on
 from textual.css.query import NoMatches
 
+from tui_llm.context_fit import ContextOverflow, ContextPlan, engine_counter, plan_context
 from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
 from tui_llm.markdown_code import code_blocks
 from tui_llm.messages import PromptSubmitted
 from tui_llm.screens.engine_screen import EngineScreen
-from tui_llm.widgets.chat import format_stats, thinking_title
+from tui_llm.widgets.chat import format_stats
 from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.prompt import PromptInput
 
@@ -98,7 +99,77 @@ class ChatScreen(EngineScreen):
                 # collections of later replies do not walk them again.
                 self.call_after_refresh(self._collect_and_freeze)
 
+    async def _plan_context(self) -> ContextPlan | None:
+        """What of the conversation the next reply is prompted with (``tui_llm.context_fit``);
+        ``None`` when nothing can be sent (said on screen, the message back in the box).
+        Raises ``EngineError`` (the chat template failed, the engine is gone)."""
+        conversation = self.conversation
+        try:
+            plan = await plan_context(
+                conversation.system_prompt,
+                conversation.turns,
+                engine_counter(self.tui.engine),
+                self.tui.sampling.max_tokens,
+                self.tui.settings.context_overflow,
+                conversation.first_sent_turn,
+            )
+        except ContextOverflow as exc:
+            advice = (
+                "start a new chat (Ctrl+N) or raise the context size (c, then Enter)"
+                if self.tui.settings.context_overflow == "stop"
+                else "shorten it, or raise the context size (c, then Enter)"
+            )
+            notify_literal(
+                self,
+                f"Not sent: {exc}. Your message is back in the box: {advice}.",
+                title="Context full",
+                severity="error",
+                timeout=12,
+            )
+            await self._take_back_last_message()
+            return None
+        was_trimmed = conversation.first_sent_turn > 0
+        if plan.first_turn != conversation.first_sent_turn:
+            conversation.first_sent_turn = plan.first_turn
+            shown = sum(
+                1 for turn in conversation.turns[: plan.first_turn] if turn.role != "system"
+            )
+            await self.chat_view.mark_cut(shown)
+        if plan.trimmed and not was_trimmed:
+            notify_literal(
+                self,
+                f"The conversation outgrew the context ({plan.n_ctx} tokens): the earliest "
+                "messages are no longer sent to the model (the divider in the chat marks where). "
+                'Set [chat] context_overflow = "stop" in settings.toml to stop instead.',
+                title="Context full",
+                severity="warning",
+                timeout=12,
+            )
+        return plan
+
+    async def _take_back_last_message(self) -> None:
+        """Put the last user message back in the box, out of the chat and the saved copy."""
+        text = self.conversation.take_last_user()
+        if text is None:
+            return
+        self.recorder.truncate(len(self.conversation.turns))
+        views = self.chat_view.messages()
+        while views:
+            view = views.pop()
+            await view.remove()
+            if view.role == "user":
+                break
+        self.query_one(PromptInput).restore(text)
+
     async def _stream_reply(self) -> None:
+        plan: ContextPlan | None = None
+        failed: EngineError | None = None
+        try:
+            plan = await self._plan_context()
+            if plan is None:
+                return
+        except EngineError as exc:
+            failed = exc  # shown on the reply, as a failure to generate is
         show_thinking = self.tui.settings.show_thinking
         view = await self.chat_view.add_message("assistant", show_thinking=show_thinking)
         text = reasoning = ""
@@ -107,9 +178,10 @@ class ChatScreen(EngineScreen):
             self.loaded.settings.model_path if self.loaded else None, self.tui.sampling
         )
         try:
-            async for event in self.tui.engine.generate(
-                self.conversation.for_model(), self.tui.sampling
-            ):
+            if failed is not None:
+                raise failed
+            assert plan is not None
+            async for event in self.tui.engine.generate(plan.messages, self.tui.sampling):
                 if isinstance(event, TokensEvent):
                     text += event.text
                     reasoning += event.reasoning
@@ -160,9 +232,15 @@ class ChatScreen(EngineScreen):
             view.set_stats(format_stats(done.stats, done.finish_reason))
             self.update_status()
             if done.finish_reason == "context":
-                self.notify(
-                    "The context is full: start a new chat (Ctrl+N) or raise the context size "
-                    "in the offload panel (c, then Enter).",
+                then = (
+                    "your next message is sent without the earliest ones"
+                    if self.tui.settings.context_overflow == "trim"
+                    else "start a new chat (Ctrl+N) or raise the context size in the offload "
+                    "panel (c, then Enter)"
+                )
+                notify_literal(
+                    self,
+                    f"The context is full: the reply stopped there; {then}.",
                     severity="warning",
                     timeout=10,
                 )
@@ -265,7 +343,8 @@ class ChatScreen(EngineScreen):
 
     async def open_conversation(self, conversation_id: int, at_position: int | None = None) -> None:
         """Show a saved conversation to carry on; ``at_position``: scrolled to that message
-        (a search's match) instead of its end."""
+        (a search's match) instead of its end. Says which model will answer."""
+        from tui_llm.screens.resume import history_specs, resume_line
         from tui_llm.store import StoreError
 
         store = self.recorder.store
@@ -279,35 +358,30 @@ class ChatScreen(EngineScreen):
             return
         self.conversation = stored.to_conversation()
         self.recorder.resume(stored)
-        await self.chat_view.clear_messages()
-        for message in stored.messages:
-            if message.role == "system":
-                continue
-            view = await self.chat_view.add_message(
-                message.role, message.content, message.reasoning, self.tui.settings.show_thinking
-            )
-            stats = message.reply_stats()
-            if stats is not None:
-                view.thinking.title = thinking_title(stats)
-                view.set_stats(format_stats(stats, "stopped" if message.partial else "stop"))
-            elif message.partial:
-                view.set_stats("interrupted")
+        await self.chat_view.show_history(history_specs(stored), self.tui.settings.show_thinking)
         self._n_past = 0
         self.update_status()
         if at_position is not None:
-            self.show_message(
+            await self.show_message(
                 sum(1 for m in stored.messages if m.position < at_position and m.role != "system")
             )
-        notify_literal(self, f"Opened “{stored.title}”.")
+        loaded = self.loaded.settings.model_path if self.loaded is not None else None
+        line, warn = resume_line(stored.title, stored.model_path, loaded)
+        notify_literal(self, line, severity="warning" if warn else "information", timeout=10)
 
-    def show_message(self, index: int) -> None:
-        """Scroll the chat so that its ``index``-th message view is at the top."""
+    async def show_message(self, index: int) -> None:
+        """Scroll the chat so that its ``index``-th message (counting the earlier ones not
+        mounted yet) is at the top, mounting the messages from it on first."""
+        hidden = self.chat_view.unmounted_count
+        if index < hidden:
+            await self.chat_view.reveal_earlier(hidden - index)
+            hidden = self.chat_view.unmounted_count
         views = self.chat_view.messages()
-        if 0 <= index < len(views):
-            view = views[index]
+        local = index - hidden
+        if 0 <= local < len(views):
             # Queued on the chat view, after the scroll to its end that adding each view asked for.
             self.chat_view.call_after_refresh(
-                self.chat_view.scroll_to_widget, view, animate=False, top=True
+                self.chat_view.scroll_to_widget, views[local], animate=False, top=True
             )
 
     def action_sampling(self) -> None:

@@ -1,6 +1,14 @@
-"""The conversation: one widget per message; replies stream in through ``MarkdownStream``."""
+"""The conversation: one widget per message; replies stream in through ``MarkdownStream``.
+
+A long saved conversation is shown from its end: only its newest messages are mounted at first,
+and earlier ones are mounted a batch at a time as the view is scrolled near its top (a Markdown
+widget per message makes mounting a thousand of them take many seconds).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -202,20 +210,54 @@ class MessageView(Vertical):
         self._stats.update(literal(text))
 
 
+@dataclass(frozen=True)
+class MessageSpec:
+    """A message to show that is not streaming: a saved one, with its figures line."""
+
+    role: str
+    content: str
+    reasoning: str = ""
+    stats_line: str = ""
+    thinking_title: str | None = None
+
+
+CUT_TEXT = "── earlier messages are not sent to the model: the context cannot hold them ──"
+
+
 class ChatView(VerticalScroll):
-    """The scrolling list of messages."""
+    """The scrolling list of messages, mounted lazily from the end (see the module docstring).
+
+    Positions count every message shown, mounted or not, oldest first; ``mark_cut`` puts the
+    context divider before the message at a position.
+    """
 
     DEFAULT_CSS = """
     ChatView { height: 1fr; padding: 0 1; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
+    ChatView > .earlier { color: $text-muted; text-align: center; height: 1; }
+    ChatView > .context-cut {
+        color: $warning; text-align: center; height: 1; margin: 0 0 1 0; text-style: bold;
+    }
     """
+
+    # Mounted when a conversation opens: a 48-row terminal shows about a dozen short messages.
+    # Each Markdown message is tens of widgets that every layout arranges, so fewer is faster.
+    INITIAL_MESSAGES = 24
+    REVEAL_BATCH = 10  # mounted at a time as the view nears its top
 
     def __init__(self, empty_text: str = "", id: str | None = None) -> None:
         super().__init__(id=id, can_focus=True)
         self._empty_text = empty_text
+        self._unmounted: list[MessageSpec] = []  # the oldest messages, not mounted yet
+        self._show_thinking = False
+        self._cut: int | None = None
+        self._revealing = False
 
     def compose(self) -> ComposeResult:
         yield TextLine(self._empty_text, classes="empty", hide_empty=False)
+
+    def on_mount(self) -> None:
+        self.watch(self, "scroll_y", self._near_top, init=False)
 
     def set_empty_text(self, text: str) -> None:
         """The text shown while there are no messages (plain text: file names are not markup)."""
@@ -233,9 +275,129 @@ class ChatView(VerticalScroll):
         self.scroll_end(animate=False)
         return view
 
+    async def show_history(self, specs: Sequence[MessageSpec], show_thinking: bool) -> None:
+        """Replace the chat with saved messages, showing the end; earlier ones mount on demand."""
+        await self.clear_messages()
+        if not specs:
+            return
+        self._show_thinking = show_thinking
+        split = max(0, len(specs) - self.INITIAL_MESSAGES)
+        self._unmounted = list(specs[:split])
+        for empty in self.query(".empty"):
+            await empty.remove()
+        if self._unmounted:
+            await self.mount(Static("", markup=False, classes="earlier"))
+            self._show_earlier_count()
+        await self._mount_specs(specs[split:], before=None)
+        self.scroll_end(animate=False)
+
     def messages(self) -> list[MessageView]:
-        return list(self.query(MessageView))
+        """The mounted messages, oldest first (the newest are always mounted)."""
+        return list(self.query_children(MessageView))
+
+    @property
+    def unmounted_count(self) -> int:
+        """Earlier messages not mounted yet."""
+        return len(self._unmounted)
 
     async def clear_messages(self) -> None:
+        self._unmounted = []
+        self._cut = None
         await self.remove_children()
         await self.mount(TextLine(self._empty_text, classes="empty", hide_empty=False))
+
+    # ---- the context divider ------------------------------------------------------------------
+
+    async def mark_cut(self, position: int | None) -> None:
+        """Show the divider before the message at ``position`` (``None`` or 0: no divider)."""
+        self._cut = position or None
+        for divider in self.query_children(".context-cut"):
+            await divider.remove()
+        if self._cut is None or self._cut < len(self._unmounted):
+            return  # an unmounted message: the divider comes with it
+        views = self.messages()
+        index = self._cut - len(self._unmounted)
+        if index < len(views):
+            await self.mount(self._divider(), before=views[index])
+
+    @property
+    def cut_shown(self) -> bool:
+        """Whether the divider is on screen (mounted)."""
+        return bool(self.query_children(".context-cut"))
+
+    @staticmethod
+    def _divider() -> Static:
+        return Static(CUT_TEXT, markup=False, classes="context-cut")
+
+    # ---- lazy mounting -----------------------------------------------------------------------
+
+    def _near_top(self, scroll_y: float) -> None:
+        if self._unmounted and not self._revealing and scroll_y < self.size.height:
+            self._revealing = True
+            self.run_worker(self.reveal_earlier(), group="reveal-earlier")
+
+    async def reveal_earlier(self, count: int | None = None) -> None:
+        """Mount up to ``count`` (``REVEAL_BATCH``) earlier messages above the first one, keeping
+        what is on screen where it is."""
+        try:
+            take = min(count or self.REVEAL_BATCH, len(self._unmounted))
+            if take == 0:
+                return
+            first_position = len(self._unmounted) - take
+            batch = self._unmounted[first_position:]
+            del self._unmounted[first_position:]
+            views = self.messages()
+            anchor = views[0] if views else None
+            anchor_y = anchor.virtual_region.y if anchor is not None else 0
+            await self._mount_specs(batch, before=anchor, first_position=first_position)
+            self._show_earlier_count()
+            if anchor is not None:
+                self.call_after_refresh(self._keep_in_place, anchor, anchor_y)
+            else:
+                self._revealing = False
+        except BaseException:
+            self._revealing = False
+            raise
+
+    def _keep_in_place(self, anchor: MessageView, anchor_y: int) -> None:
+        moved = anchor.virtual_region.y - anchor_y
+        if moved:
+            self.scroll_to(y=self.scroll_y + moved, animate=False, immediate=True)
+        self._revealing = False
+        self._near_top(self.scroll_y)
+
+    def _show_earlier_count(self) -> None:
+        for line in self.query_children(".earlier").results(Static):
+            if self._unmounted:
+                line.update(
+                    literal(f"↑ {len(self._unmounted)} earlier messages (scroll up to see them)")
+                )
+            else:
+                line.remove()
+
+    async def _mount_specs(
+        self,
+        specs: Sequence[MessageSpec],
+        before: MessageView | None,
+        first_position: int | None = None,
+    ) -> None:
+        start = len(self._unmounted) if first_position is None else first_position
+        widgets: list[Static | MessageView] = []
+        views: list[tuple[MessageView, MessageSpec]] = []
+        for offset, spec in enumerate(specs):
+            if self._cut is not None and self._cut == start + offset:
+                for divider in self.query_children(".context-cut"):
+                    await divider.remove()
+                widgets.append(self._divider())
+            view = MessageView(spec.role, spec.content, spec.reasoning, self._show_thinking)
+            widgets.append(view)
+            views.append((view, spec))
+        if before is not None:
+            await self.mount_all(widgets, before=before)
+        else:
+            await self.mount_all(widgets)
+        for view, spec in views:
+            if spec.thinking_title is not None:
+                view.thinking.title = spec.thinking_title
+            if spec.stats_line:
+                view.set_stats(spec.stats_line)

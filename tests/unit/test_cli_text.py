@@ -152,3 +152,28 @@ def test_a_name_that_is_not_utf8_is_read_with_replacement_characters(tmp_path: P
     status, output = on_terminal("info", str(model))
     assert status == 0, output
     assert "Name             NA\ufffd\ufffd-OK" in output
+
+
+# Model output with OSC 52 (write the clipboard), CSI 2J, a C1 CSI and a bidi override.
+HOSTILE_REPLY = ["\x1b]52;c;cHduZWQ=\x07", " \x1b[2Jwiped", " \x9b6n", " \u202eevil"]
+SHOWN_REPLY = "␛]52;c;cHduZWQ=␇ ␛[2Jwiped <U+009B>6n <U+202E>evil"
+
+
+def test_chat_on_a_terminal_writes_the_models_escapes_inert(tmp_path: Path) -> None:
+    """The bytes ``tui-llm chat`` writes to a terminal: the reply's escapes are visible symbols;
+    no ESC, C1 or bidi override comes out (the CLI writes no escapes of its own here)."""
+    from tui_llm.catalog.table_models import write_scripted_model
+
+    model = write_scripted_model(tmp_path / "hostile-reply.gguf", HOSTILE_REPLY)
+    status, output = on_terminal(
+        "chat", str(model), "--prompt", "hi", "--temperature", "0", "--max-tokens", "16"
+    )
+    assert status == 0, output
+    assert SHOWN_REPLY in output
+    for raw in ("\x1b", "\x9b", "\x07", "\u202e"):
+        assert raw not in output
+    # Through a pipe the same reply is exact: the model did emit the raw sequences.
+    piped = through_pipe(
+        "chat", str(model), "--prompt", "hi", "--temperature", "0", "--max-tokens", "16"
+    )
+    assert "".join(HOSTILE_REPLY) in piped.stdout

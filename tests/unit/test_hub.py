@@ -33,7 +33,7 @@ from tui_llm.catalog.hub import (
     rate_options,
     search_models,
 )
-from tui_llm.catalog.hub_cache import list_cached_ggufs
+from tui_llm.catalog.hub_cache import list_cached_ggufs, write_ref
 from tui_llm.catalog.hub_download import DownloadProgress, DownloadRequest, download
 from tui_llm.catalog.hub_queue import (
     DownloadCancelled,
@@ -388,6 +388,22 @@ def test_unsafe_file_names_are_refused_before_any_request(
 
     assert failed.value.kind == "protocol" and "unsafe file name" in str(failed.value)
     assert hub_server.requests == []
+
+
+@pytest.mark.parametrize("revision", ["../../../outside", "/tmp/x", "a/../../b", "a\\..\\b"])
+def test_unsafe_revisions_are_refused_before_any_request(
+    hub_server: FakeHub, revision: str, tmp_path: Path
+) -> None:
+    """A revision names a file under refs/: one that climbs out of the cache is refused."""
+    request = DownloadRequest("acme/TinyLlama-GGUF", ("TinyLlama-Q8_0.gguf",), revision=revision)
+    with pytest.raises(HubError) as failed:
+        download(request)
+
+    assert failed.value.kind == "protocol" and "unsafe revision" in str(failed.value)
+    assert hub_server.requests == []
+    with pytest.raises(ValueError):
+        write_ref(tmp_path / "models--acme--x", revision, "abc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 # -- the Hub's rules and faults ------------------------------------------------------------------

@@ -63,3 +63,24 @@ def test_render_errors_are_one_template_error() -> None:
         render("{{ raise_exception('boom') }}", [ChatMessage("user", "x")], "", "")
     with pytest.raises(TemplateError):
         render("{{ messages[5]['content'] + 1 }}", [ChatMessage("user", "x")], "", "")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ lipsum.__globals__['os'].popen('id').read() }}",
+        "{{ messages.append(1) }}",
+        "{{ range(10**9) | list | length }}",
+    ],
+)
+def test_a_template_reaching_for_python_internals_fails_in_the_sandbox(template: str) -> None:
+    """A GGUF's template is a program from a stranger: Jinja's immutable sandbox refuses
+    attributes of Python internals, mutation and huge ranges, as one line."""
+    with pytest.raises(TemplateError) as caught:
+        render(template, [ChatMessage("user", "x")], "", "")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "unsafe" in message or "sandbox" in message

@@ -2,20 +2,23 @@
 
 Every count and length read from the file is checked against the bytes that remain before
 anything is allocated or looped over, so a bad file gives one `GGUFError` and never a
-`MemoryError`, a hang, or a `struct.error`. The file is memory-mapped and only the header
-pages are touched, so a multi-GB model is read in milliseconds. `gguf.GGUFReader` is not
-used because it allocates in proportion to counts read from the file.
+`MemoryError`, a hang, or a `struct.error`. Counts also have caps far above any real
+model, so a file of crafted records costs at most a second or two and tens of MB (figures in
+docs/reliability.md, "GGUF parsing under fuzzing"). The file is memory-mapped and only the
+header pages are touched, so a multi-GB model is read in milliseconds. `gguf.GGUFReader` is
+not used because it allocates in proportion to counts read from the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import mmap
 import os
 import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import pairwise, repeat
 from pathlib import Path
 from types import MappingProxyType
 
@@ -27,11 +30,16 @@ DEFAULT_ALIGNMENT = 32
 GGML_MAX_DIMS = 4
 # Arrays up to this many items are kept as tuples; longer ones only as an `ArrayInfo`.
 SMALL_ARRAY_MAX = 1024
-# Plausibility caps far above any real model; they bound memory on a hostile file.
-MAX_TENSORS = 1 << 20
-MAX_KV = 1 << 20
+# Plausibility caps far above any real model; they bound time and memory on a hostile file.
+# The most tensors seen are ~71k (384 experts x 61 layers x 3, experts unmerged), the most
+# metadata keys ~100, the longest string array ~262k tokens, the longest string a 34 MB
+# tokenizer.json; nested arrays are not used by any known model.
+MAX_TENSORS = 1 << 17
+MAX_KV = 1 << 16
 MAX_NAME_BYTES = 1 << 16
 MAX_STRING_BYTES = 64 << 20
+MAX_STRING_ARRAY = 1 << 21
+MAX_NESTED_ITEMS = 1 << 16
 MAX_ARRAY_DEPTH = 8
 MAX_ELEMENTS = 1 << 62
 
@@ -173,6 +181,7 @@ class _Parser:
         self.buf = buf
         self.size = size
         self.pos = 0
+        self.nested_items = 0
 
     def fail(self, problem: str) -> GGUFError:
         return GGUFError(self.path, problem)
@@ -212,9 +221,11 @@ class _Parser:
             )
         if length > limit:
             raise self.fail(f"{what} at byte {start} is {length} bytes, over the {limit} limit")
-        raw = self.buf[self.pos : self.pos + length]
+        # Decoded from the mapping itself: a long string is not copied to bytes first.
+        with memoryview(self.buf) as whole, whole[self.pos : self.pos + length] as raw:
+            text: str = codecs.utf_8_decode(raw, "replace", True)[0]
         self.pos += length
-        return raw.decode("utf-8", errors="replace")
+        return text
 
     def count(self, what: str, min_item_bytes: int, cap: int | None = None) -> int:
         start = self.pos
@@ -244,6 +255,7 @@ class _Parser:
         n_tensors = self.count("tensor count", _MIN_TENSOR_INFO, MAX_TENSORS)
         n_kv = self.count("metadata key count", _MIN_KV, MAX_KV)
         metadata: dict[str, object] = {}
+        # Read before anything is built from them, so a file of crafted records costs little.
         for index in range(n_kv):
             key = self.string(f"metadata key #{index}", MAX_NAME_BYTES)
             if key in metadata:
@@ -251,7 +263,14 @@ class _Parser:
             value_type = self.u32(f"type of {key!r}")
             metadata[key] = self.value(value_type, key, 0)
         alignment = self.alignment(metadata)
-        infos = [self.tensor_info(index) for index in range(n_tensors)]
+        infos = []
+        names: set[str] = set()
+        for index in range(n_tensors):
+            info = self.tensor_info(index)
+            if info[0] in names:
+                raise self.fail(f"duplicate tensor name {info[0]!r}")
+            names.add(info[0])
+            infos.append(info)
         header_end = self.pos
         data_offset = -(-header_end // alignment) * alignment
         tensors = self.place_tensors(infos, alignment, data_offset)
@@ -289,13 +308,18 @@ class _Parser:
             self.pos += length * fmt.size
             return ArrayInfo(item_type, length)
         if item_type == TYPE_STRING:
-            length = self.count(f"array length of {key!r}", 8)
+            length = self.count(f"array length of {key!r}", 8, MAX_STRING_ARRAY)
             if length <= SMALL_ARRAY_MAX:
                 return tuple(self.string(f"item {i} of {key!r}") for i in range(length))
             self.skip_strings(length, key)
             return ArrayInfo(item_type, length)
         if item_type == TYPE_ARRAY:
             length = self.count(f"array length of {key!r}", _MIN_NESTED_ARRAY)
+            self.nested_items += length
+            if self.nested_items > MAX_NESTED_ITEMS:
+                raise self.fail(
+                    f"metadata {key!r} nests more than {MAX_NESTED_ITEMS} arrays in arrays"
+                )
             for _ in range(length):
                 self.array(key, depth + 1)
             return ArrayInfo(item_type, length)
@@ -349,12 +373,8 @@ class _Parser:
         alignment: int,
         data_offset: int,
     ) -> tuple[TensorInfo, ...]:
-        seen: set[str] = set()
         tensors: list[TensorInfo] = []
         for name, shape, ggml_type, offset in infos:
-            if name in seen:
-                raise self.fail(f"duplicate tensor name {name!r}")
-            seen.add(name)
             type_info = ggml_type_info(ggml_type)
             if type_info is None:
                 raise self.fail(
@@ -383,7 +403,18 @@ class _Parser:
                     f"data of tensor {name!r} ends at byte {end})"
                 )
             tensors.append(TensorInfo(name, tuple(shape), ggml_type, type_name, start, n_bytes))
+        self.check_overlaps(tensors)
         return tuple(tensors)
+
+    def check_overlaps(self, tensors: list[TensorInfo]) -> None:
+        """Refuse two tensors whose data share bytes (llama.cpp would read one as the other)."""
+        in_order = sorted(tensors, key=lambda t: t.offset)
+        for before, after in pairwise(in_order):
+            if after.offset < before.offset + before.n_bytes:
+                raise self.fail(
+                    f"tensor {after.name!r} at byte {after.offset} overlaps tensor "
+                    f"{before.name!r} (bytes {before.offset}-{before.offset + before.n_bytes})"
+                )
 
 
 def _one_line(text: str) -> str:

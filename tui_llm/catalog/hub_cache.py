@@ -124,9 +124,15 @@ def link_snapshot(pointer: Path, blob: Path) -> None:
 
 
 def write_ref(storage: Path, revision: str, commit: str) -> None:
-    """Record the commit a branch or tag pointed at (nothing to record for a commit hash)."""
+    """Record the commit a branch or tag pointed at (nothing to record for a commit hash).
+
+    Raises ``ValueError`` for a revision that would name a file outside ``refs/`` (``..``, an
+    absolute path); branch names with ``/`` (``feature/x``) stay in ``refs/feature/x``."""
     if is_commit_hash(revision) or revision == commit:
         return
+    parts = revision.split("/")
+    if "\\" in revision or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"refusing the unsafe revision {revision!r}")  # it names a file in refs/
     ref = storage / "refs" / revision
     ref.parent.mkdir(parents=True, exist_ok=True)
     if not ref.exists() or ref.read_text() != commit:

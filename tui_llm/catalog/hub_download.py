@@ -304,6 +304,10 @@ def download(
         raise HubError("not_found", f"{request.repo_id}: no file to download")
     for filename in request.filenames:
         _check_filename(filename)
+    if any(part in ("", ".", "..") for part in request.revision.split("/")) or (
+        "\\" in request.revision
+    ):
+        raise HubError("protocol", f"refusing the unsafe revision {request.revision!r}")
     storage = hub.cache_dir / repo_folder_name(request.repo_id)
 
     def meter_for(total: int | None) -> _Meter:

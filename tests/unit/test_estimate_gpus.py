@@ -29,3 +29,28 @@ def test_a_1_to_3_split_over_two_gpus_gives_each_its_share(tmp_path: Path) -> No
     # Two devices with everything offloaded: llama.cpp's pipeline parallelism keeps several
     # copies of the graph's inputs, in host memory too.
     assert two[1] > one[1]
+
+
+def test_a_header_claiming_more_layers_than_the_file_has_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """A damaged block_count (100,000 here) used to make the estimate rebuild 100,000 distinct
+    layers, minutes of work on the UI side; llama.cpp refuses such a file anyway."""
+    import struct
+
+    import pytest
+
+    from tui_llm.fit import EstimateError, estimate_file
+    from tui_llm.fit.estimate import CUDA, EstimateSettings
+
+    model = write_llama_gguf(tmp_path / "m.gguf", n_layer=2, n_embd=64, n_head=4)
+    raw = bytearray(model.read_bytes())
+    key = b"llama.block_count"
+    at = raw.index(key) + len(key) + 4  # the key, then its u32 value type, then the value
+    struct.pack_into("<I", raw, at, 100_000)
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(EstimateError, match="100000 layers, the file has tensors for 2"):
+        estimate_file(damaged, EstimateSettings(), CUDA)
+    settings = LoadSettings(model_path=str(damaged))
+    assert fit.auto_offload_for_path(damaged, settings, 8 << 30) is None

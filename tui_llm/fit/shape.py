@@ -133,6 +133,9 @@ def _moe_shape(info: ModelInfo, tensors: Mapping[str, TensorInfo], prefix: str) 
     )
 
 
+_BLOCK = re.compile(r"blk\.(\d+)\.")
+
+
 def model_shape(info: ModelInfo) -> ModelShape:
     n_layer = info.n_layer
     n_embd = info.embedding_length
@@ -143,6 +146,16 @@ def model_shape(info: ModelInfo) -> ModelShape:
     n_vocab = info.vocab_size or (embd.shape[1] if embd is not None and len(embd.shape) > 1 else 0)
     if not n_vocab:
         raise EstimateError(f"{info.path.name}: the header gives no vocabulary size")
+    # A header that claims more blocks than the file has tensors for (a damaged or hostile file)
+    # would have the estimate rebuild that many distinct layers: minutes for 100,000. llama.cpp
+    # refuses such a file anyway ("missing tensor").
+    with_tensors = {int(found[1]) for name in tensors if (found := _BLOCK.match(name))}
+    present = sum(1 for il in with_tensors if il < n_layer)
+    if present < n_layer:
+        raise EstimateError(
+            f"{info.path.name}: the header gives {n_layer} layers, the file has tensors for "
+            f"{present}"
+        )
     n_head_default = per_layer(info.head_count, 0, 1) or 1
     layers = []
     for il in range(n_layer):

@@ -28,6 +28,7 @@ from tui_llm.engine.load_params import (
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
+    HEARTBEAT_INTERVAL_S,
     BenchRequest,
     CancelRequest,
     DevicesEvent,
@@ -37,6 +38,7 @@ from tui_llm.engine.protocol import (
     ErrorKind,
     Event,
     GenerateRequest,
+    HeartbeatEvent,
     LoadedEvent,
     LoadRequest,
     LoadSettings,
@@ -99,6 +101,22 @@ class Worker:
                 self._queue.put(message)  # type: ignore[arg-type]
         self._shutdown = True
         self._queue.put(None)
+
+    def heartbeat(self) -> None:
+        """Say "alive" every ``HEARTBEAT_INTERVAL_S`` until shutdown, from a thread of its own.
+
+        llama.cpp's calls release the GIL, so this keeps going while a long prompt is processed on
+        a slow CPU: "busy" and "stopped" differ. A stopped process (SIGSTOP, a machine swapping
+        itself to death, Python wedged holding the GIL) sends nothing. A call that never returns
+        inside llama.cpp still looks busy: that needs a progress deadline, which prompt
+        processing on a slow CPU would trip.
+        """
+        while not self._shutdown:
+            try:
+                self.send(HeartbeatEvent())
+            except (BrokenPipeError, ValueError, OSError):
+                return  # the client is gone; the reader thread's EOF ends the process
+            time.sleep(HEARTBEAT_INTERVAL_S)
 
     def is_cancelled(self, request_id: int) -> bool:
         return self._shutdown or request_id in self._cancelled
@@ -391,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(proto_out, sink, log_path)
     reader = threading.Thread(target=worker.reader, args=(proto_in,), daemon=True)
     reader.start()
+    threading.Thread(target=worker.heartbeat, daemon=True).start()
     worker.run()
     proto_out.close()
     return 0

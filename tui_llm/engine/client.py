@@ -45,6 +45,7 @@ from tui_llm.engine.protocol import (
     decode,
     encode,
 )
+from tui_llm.engine.rpc_endpoint import unreachable_reason
 
 STALL_TIMEOUT_S = 5.0
 """Seconds without a word (heartbeats come every 0.25 s, even while llama.cpp computes) after
@@ -330,8 +331,15 @@ class EngineClient:
         """Load (or reload) a model; the old one's memory is released first.
 
         With ``keep_kv`` and settings that allow it, the conversation's KV cache is carried over.
-        Cancelling the awaiting task cancels the load in llama.cpp.
+        Cancelling the awaiting task cancels the load in llama.cpp. RPC servers are connected to
+        first (llama.cpp aborts on one it cannot reach): ``bad_request`` "cannot reach the RPC
+        server at HOST:PORT", the engine untouched. One that accepts and never answers gives
+        ``not_answering``, and the engine, which may still be waiting on it, is replaced.
         """
+        for endpoint in settings.rpc_servers:
+            problem = await unreachable_reason(endpoint)
+            if problem is not None:
+                raise EngineError("bad_request", problem)
         if not self.running:
             await self.start()
         assert self.ready is not None
@@ -360,8 +368,10 @@ class EngineClient:
                     await self._send(CancelRequest(rid))
                 self.loaded = None
                 raise
-            except EngineError:
+            except EngineError as exc:
                 self.loaded = None
+                if exc.kind == "not_answering" and self.running:
+                    await self.close()  # a thread of it still waits on the RPC server
                 raise
             finally:
                 self.load_in_flight = False

@@ -202,12 +202,11 @@ class Worker:
                 ErrorEvent(rid, "bad_request", f"unknown KV cache type {settings.kv_cache_type}")
             )
             return
-        try:
-            for endpoint in settings.rpc_servers:
-                native.add_rpc_server(endpoint)
-        except RuntimeError as exc:
-            self.send(ErrorEvent(rid, "bad_request", _one_line(exc)))
-            return
+        for endpoint in settings.rpc_servers:
+            problem = _register_rpc_server(endpoint)
+            if problem is not None:
+                self.send(ErrorEvent(rid, *problem))
+                return
 
         state = None
         if (
@@ -373,6 +372,40 @@ class Worker:
                 reasoning=reply.reasoning.strip(),
             )
         )
+
+
+def _register_rpc_server(endpoint: str) -> tuple[ErrorKind, str] | None:
+    """Register an RPC server with llama.cpp under a deadline: None, or what went wrong.
+
+    llama.cpp's hello has no timeout: a server that accepts and never answers (one serving
+    another client) would hold the engine for ever. The call runs on a thread of its own; past
+    ``HELLO_TIMEOUT_S`` it is left behind, and the error's kind (``not_answering``) tells the
+    client to replace this engine, whose thread may yet register the device.
+    """
+    from tui_llm.engine import native
+    from tui_llm.engine.rpc_endpoint import HELLO_TIMEOUT_S
+
+    outcome: list[BaseException | None] = []
+
+    def register() -> None:
+        try:
+            native.add_rpc_server(endpoint)
+        except RuntimeError as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=register, name=f"rpc-hello {endpoint}", daemon=True)
+    thread.start()
+    thread.join(HELLO_TIMEOUT_S)
+    if not outcome:
+        return (
+            "not_answering",
+            f"the RPC server at {endpoint} accepted the connection but did not answer in "
+            f"{HELLO_TIMEOUT_S:g} s (is it serving another client?)",
+        )
+    error = outcome[0]
+    return None if error is None else ("bad_request", _one_line(error))
 
 
 def _one_line(exc: BaseException) -> str:

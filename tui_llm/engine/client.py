@@ -67,6 +67,8 @@ class EngineError(Exception):
 
 @dataclass
 class _Pending:
+    # What the engine is doing for this request, for a crash message ("loading x.gguf").
+    activity: str
     queue: asyncio.Queue[Event | EngineError] = field(default_factory=asyncio.Queue)
 
 
@@ -138,7 +140,7 @@ class EngineClient:
             limit=16 * 1024 * 1024,
             start_new_session=True,
         )
-        pending = self._register(0)
+        pending = self._register(0, "starting")
         self._reader = asyncio.create_task(self._read_events(self._proc))
         try:
             event = await asyncio.wait_for(self._next(pending), START_TIMEOUT_S)
@@ -238,7 +240,9 @@ class EngineClient:
         hint = last_error_line(tail)
         if hint is None and code == -signal.SIGKILL:
             hint = "out of memory? the kernel's OOM killer sends SIGKILL"
-        message = f"the engine process {what}" + (f" ({hint})" if hint else "")
+        doing = [p.activity for p in self._pending.values() if p.activity]
+        while_doing = f" while {doing[0]}" if doing else ""
+        message = f"the engine process {what}{while_doing}" + (f" ({hint})" if hint else "")
         error = EngineError("crashed", message, tuple(tail))
         self.loaded = None
         self.ready = None
@@ -273,8 +277,8 @@ class EngineClient:
 
     # ---- requests --------------------------------------------------------------------------
 
-    def _register(self, request_id: int) -> _Pending:
-        pending = _Pending()
+    def _register(self, request_id: int, activity: str) -> _Pending:
+        pending = _Pending(activity)
         self._pending[request_id] = pending
         return pending
 
@@ -351,7 +355,7 @@ class EngineClient:
         async with self._lock:
             await self._settle()
             rid = next(self._ids)
-            pending = self._register(rid)
+            pending = self._register(rid, f"loading {Path(settings.model_path).name}")
             try:
                 self.load_in_flight = True
                 await self._send(LoadRequest(rid, settings, keep_kv))
@@ -382,7 +386,7 @@ class EngineClient:
         async with self._lock:
             await self._settle()
             rid = next(self._ids)
-            pending = self._register(rid)
+            pending = self._register(rid, "unloading the model")
             try:
                 await self._send(UnloadRequest(rid))
                 while not isinstance(await self._next(pending), UnloadedEvent):
@@ -396,7 +400,7 @@ class EngineClient:
         async with self._lock:
             await self._settle()
             rid = next(self._ids)
-            pending = self._register(rid)
+            pending = self._register(rid, "listing its devices")
             try:
                 await self._send(DevicesRequest(rid))
                 while True:
@@ -420,7 +424,7 @@ class EngineClient:
         async with self._lock:
             await self._settle()
             rid = next(self._ids)
-            pending = self._register(rid)
+            pending = self._register(rid, "writing a reply")
             finished = False
             try:
                 await self._send(
@@ -457,7 +461,7 @@ class EngineClient:
         async with self._lock:
             await self._settle()
             rid = next(self._ids)
-            pending = self._register(rid)
+            pending = self._register(rid, "running a benchmark")
             try:
                 await self._send(BenchRequest(rid, prompt_tokens, gen_tokens, seed))
                 while True:

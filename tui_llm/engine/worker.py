@@ -25,7 +25,7 @@ from tui_llm.engine.load_params import (
     progress_hook,
     progress_reporter,
 )
-from tui_llm.engine.logparse import parse_load_log
+from tui_llm.engine.logparse import load_failure_line, parse_load_log
 from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
     HEARTBEAT_INTERVAL_S,
@@ -247,7 +247,12 @@ class Worker:
                 return
             if report.out_of_memory:
                 kind = "out_of_memory"
-            detail = self._sink.last_error() or error or "llama.cpp refused the file"
+            detail = (
+                load_failure_line(lines, settings.n_ctx)
+                or self._sink.last_error()
+                or error
+                or "llama.cpp refused the file"
+            )
             self.send(
                 ErrorEvent(rid, kind, f"cannot load {name}: {detail}", tuple(self._sink.tail)[-10:])
             )

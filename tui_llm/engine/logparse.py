@@ -147,3 +147,117 @@ def totals_by_device(
         dev = device_of_buffer(buf.device, known)
         totals[dev] = totals.get(dev, 0) + buf.size_bytes
     return totals
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """One of llama.cpp's load-failure messages (``pattern``, searched in each log line) and
+    the line a user reads for it (``says``, formatted with the pattern's named groups and
+    ``n_ctx``)."""
+
+    pattern: re.Pattern[str]
+    says: str
+
+
+def _failure(pattern: str, says: str) -> LoadFailure:
+    return LoadFailure(re.compile(pattern), says)
+
+
+# llama.cpp's own words (gguf.cpp, llama-model-loader.cpp, llama-model.cpp, llama.cpp,
+# llama-context.cpp of the bundled build), most telling first: a load logs a cause, then
+# "error loading model: <cause>" and "failed to load model", which name none.
+LOAD_FAILURES: tuple[LoadFailure, ...] = (
+    _failure(
+        r"unknown model architecture: '(?P<arch>[^']*)'",
+        "this llama.cpp does not know the model architecture '{arch}' (a newer one may)",
+    ),
+    _failure(
+        r"invalid magic characters: '(?P<magic>.*)', expected 'GGUF'",
+        "not a GGUF file (it starts with '{magic}', not 'GGUF')",
+    ),
+    _failure(r"failed to read magic", "not a GGUF file: too short to hold a GGUF header"),
+    _failure(
+        r"GGUFv1 is no longer supported", "a GGUF version 1 file, which llama.cpp reads no more"
+    ),
+    _failure(
+        r"file is version (?P<version>\d+) but this software only supports up to version "
+        r"(?P<newest>\d+)",
+        "GGUF version {version}; this llama.cpp reads up to version {newest}",
+    ),
+    _failure(r"bad GGUF version: (?P<version>\d+)", "GGUF version {version} is not valid"),
+    _failure(
+        r"tensor '(?P<tensor>[^']*)' data is not within the file bounds",
+        "the file is cut short: the data of tensor '{tensor}' lies past its end "
+        "(an incomplete download?)",
+    ),
+    _failure(
+        r"failed to read (?P<part>tensor data|tensor info|key-value pairs|header)",
+        "the file is cut short or damaged: llama.cpp could not read its {part}",
+    ),
+    _failure(r"duplicate key '(?P<key>[^']*)'", "the file's metadata holds the key '{key}' twice"),
+    _failure(
+        r"(?:duplicate tensor name '|tensor ')(?P<tensor>[^']*)'(?: is duplicated| for tensor)",
+        "the file holds the tensor '{tensor}' twice",
+    ),
+    _failure(
+        r"tensor '(?P<tensor>[^']*)' has invalid ggml type (?P<type>\d+)",
+        "tensor '{tensor}' has a type ({type}) this llama.cpp does not know",
+    ),
+    _failure(
+        r"tensor '(?P<tensor>[^']*)' has offset (?P<offset>\d+), expected (?P<expected>\d+)",
+        "the file is damaged: tensor '{tensor}' is at offset {offset}, not {expected}",
+    ),
+    _failure(
+        r"wrong number of tensors; expected (?P<expected>\d+), got (?P<got>\d+)",
+        "the file has {got} tensors where its architecture needs {expected}",
+    ),
+    _failure(
+        r"tensor '(?P<tensor>[^']*)' not found",
+        "the file lacks the tensor '{tensor}' (a wrong or unfinished conversion?)",
+    ),
+    _failure(
+        r"tensor '(?P<tensor>[^']*)' has wrong shape; expected (?P<expected>.+?), "
+        r"got (?P<got>.+?)(?:,|$)",
+        "tensor '{tensor}' has the shape {got}, llama.cpp expects {expected}",
+    ),
+    _failure(
+        r"tensor '(?P<tensor>[^']*)' has invalid data",
+        "tensor '{tensor}' holds invalid numbers (NaN or infinity): the file is damaged",
+    ),
+    _failure(
+        r"key (?P<key>\S+) has wrong type (?P<got>\S+) but expected type (?P<expected>\S+)",
+        "the metadata key {key} is a {got} where llama.cpp expects a {expected}",
+    ),
+    _failure(
+        r"(?:array )?key not found in model: (?P<key>\S+)",
+        "the file lacks the metadata key {key}",
+    ),
+    _failure(r"failed to open GGUF file '[^']*' \((?P<why>[^)]*)\)", "cannot open the file: {why}"),
+    _failure(
+        r"failed to initialize the context: std::bad_alloc",
+        "not enough memory for a context of {n_ctx} tokens: lower the context size",
+    ),
+    _failure(
+        r"unable to allocate (?P<what>\S+) buffer",
+        "not enough memory for the {what} buffer: offload fewer layers or lower the context",
+    ),
+    _failure(
+        r"failed to allocate (?:buffer|compute buffers)|out of memory",
+        "not enough memory: offload fewer layers or lower the context size",
+    ),
+    # The wrapper llama.cpp puts around a cause this table does not list: the cause as it is.
+    _failure(r"error loading model: (?P<cause>.+)", "{cause}"),
+)
+
+
+def load_failure_line(lines: Iterable[str], n_ctx: int = 0) -> str | None:
+    """The line naming why a load failed, from that load's log lines (``LOAD_FAILURES``, the
+    earliest entry of the table that any line matches), or None when no line names a cause."""
+    text = [line.strip() for line in lines]
+    for failure in LOAD_FAILURES:
+        for line in text:
+            match = failure.pattern.search(line)
+            if match is not None:
+                values = {key: value.strip() for key, value in match.groupdict().items()}
+                return failure.says.format(n_ctx=n_ctx, **values)
+    return None

@@ -29,6 +29,7 @@ from tui_llm.engine.load_params import (
 )
 from tui_llm.engine.logparse import load_failure_line, parse_load_log
 from tui_llm.engine.logsink import LogSink
+from tui_llm.engine.model_files import openable_path
 from tui_llm.engine.protocol import (
     HEARTBEAT_INTERVAL_S,
     BenchRequest,
@@ -251,8 +252,12 @@ class Worker:
             try:
                 reporter = progress_reporter(rid, self.send, self.is_cancelled)
                 hook = progress_hook(reporter, overrides)
-                with hook, templates.tolerant_gguf_templates():
-                    self._llm = Llama(settings.model_path, verbose=True, **llama_kwargs(settings))
+                with (
+                    hook,
+                    templates.tolerant_gguf_templates(),
+                    openable_path(settings.model_path) as model_path,
+                ):
+                    self._llm = Llama(model_path, verbose=True, **llama_kwargs(settings))
             except (ValueError, RuntimeError, OSError) as exc:
                 error = _one_line(exc)
         devices = native.list_devices()

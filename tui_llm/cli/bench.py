@@ -138,12 +138,12 @@ async def run_bench(args: argparse.Namespace) -> int:
         await client.close()
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
-    elif args.csv:
-        sys.stdout.write(sweep_table.as_csv(result))
+    elif args.csv:  # names from the file: inert on a terminal, exact into a pipe or file
+        sys.stdout.write(for_stream(sweep_table.as_csv(result), sys.stdout))
     elif args.markdown:
-        print(sweep_table.as_markdown(result))
+        print(for_stream(sweep_table.as_markdown(result), sys.stdout))
         print()
-        print(sweep_table.describe(result))
+        print(for_stream(sweep_table.describe(result), sys.stdout))
     else:
         print()
         print(for_stream(sweep_table.as_text(result), sys.stdout))

@@ -40,6 +40,7 @@ class FakeRepo:
     gated: bool = False
     private: bool = False
     fault_status: int | None = None
+    fault_message: str = "Internal Error"
     cdn_redirect: bool = False
 
     @property
@@ -194,9 +195,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+    def _json(
+        self,
+        status: int,
+        body: object,
+        headers: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
+        self.send_response(status, reason)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
@@ -205,11 +212,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _error(self, status: int, code: str, message: str, **headers: str) -> None:
-        extra = {"X-Error-Message": message, **headers}
+    def _error(
+        self, status: int, code: str, message: str, reason: bool = False, **headers: str
+    ) -> None:
+        """An error answer; with ``reason``, the message is the status line's phrase too."""
+        # Header values go out as Latin-1: UTF-8 bytes sent as they are, as a real server would.
+        extra = {"X-Error-Message": message.encode().decode("latin-1"), **headers}
         if code:
             extra["X-Error-Code"] = code
-        self._json(status, {"error": message}, extra)
+        phrase = extra["X-Error-Message"] if reason else None
+        self._json(status, {"error": message}, extra, phrase)
 
     def _token(self) -> str | None:
         value = self.headers.get("Authorization", "")
@@ -227,7 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(429, "", "Too many requests", **{"Retry-After": "7"})
             return None
         if repo.fault_status is not None:
-            self._error(repo.fault_status, "", "Internal Error")
+            # The message is the status line's reason phrase too (UTF-8 bytes as Latin-1).
+            self._error(repo.fault_status, "", repo.fault_message, reason=True)
             return None
         if files and repo.gated and token != GRANTED_TOKEN:
             status = 401 if token is None else 403

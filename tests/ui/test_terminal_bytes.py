@@ -29,7 +29,10 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
+from tests.hubserver import FakeHub, FakeRepo
 from tui_llm.catalog.table_models import write_scripted_model
 
 HOSTILE = "\x1b]52;c;SGVsbG8=\x07 \x1b[5n \x9b6n \u202eevil"
@@ -144,3 +147,73 @@ def test_the_app_writes_a_hostile_name_metadata_and_reply_inert(tmp_path: Path) 
     assert_inert(bytes(app.output))
     shown = screen_text(app.output)
     assert "␛]52;c;SGVsbG8=␇" in shown and "<U+202E>evil" in shown
+
+
+# -- tui-llm search and pull: what the Hub answers is outside text too ------------------------
+
+
+def _on_terminal(*args: str) -> tuple[int, bytes]:
+    """``tui-llm ARGS`` (a command that exits by itself) on the pty; exit status and bytes."""
+    app = AppOnTerminal(*args)
+    try:
+        deadline = time.monotonic() + 120
+        while app.proc.poll() is None and time.monotonic() < deadline:
+            app.read(0.2)
+        app.read(0.2)
+        return app.proc.wait(timeout=5), bytes(app.output)
+    finally:
+        app.close()
+
+
+def _add_repo(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, repo: FakeRepo) -> None:
+    """Serve ``repo`` for this test only (the fake Hub lives for the session)."""
+    monkeypatch.setitem(hub.repos, repo.repo_id, repo)
+
+
+def _model_bytes(hub: FakeHub) -> bytes:
+    return hub.repos["acme/TinyLlama-GGUF"].files["TinyLlama-Q8_0.gguf"]
+
+
+def test_search_shows_a_hostile_repo_id_inert(
+    hub_server: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository id from the Hub's answer holds the sequences; the table shows symbols."""
+    evil = FakeRepo(f"acme/Evil {HOSTILE}-GGUF", {"Evil-Q8_0.gguf": _model_bytes(hub_server)}, 7)
+    _add_repo(hub_server, monkeypatch, evil)
+    status, output = _on_terminal("search", "evil")
+    assert status == 0, screen_text(output)
+    assert_inert(output)
+    assert f"acme/Evil {SHOWN}-GGUF" in screen_text(output)
+
+
+def test_pull_shows_a_hostile_file_name_inert(
+    hub_server: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chosen file's name (in the summary line and the printed path) holds the sequences."""
+    name = f"Evil {HOSTILE}-Q8_0.gguf"
+    _add_repo(
+        hub_server, monkeypatch, FakeRepo("acme/EvilFile-GGUF", {name: _model_bytes(hub_server)})
+    )
+    status, output = _on_terminal("pull", "acme/EvilFile-GGUF", "--vram", "0", "--ram", "64")
+    assert status == 0, screen_text(output)
+    assert_inert(output)
+    assert screen_text(output).count(f"Evil {SHOWN}-Q8_0") == 2  # summary line and path
+
+
+def test_pull_shows_a_hostile_hub_error_inert(
+    hub_server: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hub's error message (reason phrase, X-Error-Message, JSON body) holds the sequences.
+
+    Status 499 has no meaning of its own, so the error quotes the reason phrase."""
+    broken = FakeRepo(
+        "acme/EvilError-GGUF",
+        {"Evil-Q8_0.gguf": _model_bytes(hub_server)},
+        fault_status=499,
+        fault_message=f"denied {HOSTILE}",
+    )
+    _add_repo(hub_server, monkeypatch, broken)
+    status, output = _on_terminal("pull", "acme/EvilError-GGUF")
+    assert status != 0, screen_text(output)
+    assert_inert(output)
+    assert "HTTP 499 denied ␛]52;c;SGVsbG8=␇ ␛[5n" in screen_text(output)

@@ -251,10 +251,11 @@ class ChatView(VerticalScroll):
     # ... in steps of this many, each laid out (and the view kept in place) before the next:
     # a step renders each message's Markdown once (about 2 ms for an answer with a list and a
     # code block on a loaded 2-core machine), so a short step keeps a frame short.
-    REVEAL_STEP = 2
+    REVEAL_STEP = 1
     # Saved messages mounted at most: every layout arranges each mounted widget (about 0.1 ms
-    # apiece on that machine), and 60 messages are several screens of text.
-    MOUNTED_LIMIT = 60
+    # apiece on that machine), and 40 messages are screens of text (more stay mounted while
+    # they are not: only those three screens away from the view go).
+    MOUNTED_LIMIT = 40
 
     def __init__(self, empty_text: str = "", id: str | None = None) -> None:
         super().__init__(id=id, can_focus=True)
@@ -428,7 +429,7 @@ class ChatView(VerticalScroll):
         first_position: int,
         before: ChatMessage | None = None,
         after: ChatMessage | None = None,
-    ) -> None:
+    ) -> list[Static | SavedMessage]:
         widgets: list[Static | SavedMessage] = []
         for offset, spec in enumerate(specs):
             if self._cut is not None and self._cut == first_position + offset:
@@ -442,6 +443,7 @@ class ChatView(VerticalScroll):
             await self.mount_all(widgets, after=after)
         else:
             await self.mount_all(widgets)
+        return widgets
 
     async def _show_counts(self) -> None:
         """The lines that say how many saved messages are not mounted, above and below."""
@@ -525,13 +527,26 @@ class ChatView(VerticalScroll):
         self.call_after_refresh(done.set)
         await done.wait()
 
-    async def _keep_in_place(self, anchor: Widget | None, anchor_y: int) -> None:
-        """After a layout, scroll by however far ``anchor`` moved (content came or went above)."""
+    async def _keep_in_place(self, anchor: Widget | None, anchor_y: int, scrolled: int = 0) -> None:
+        """After a layout, scroll by however far ``anchor`` moved (content came or went above),
+        less ``scrolled``: what was scrolled already for it."""
         await self._laid_out()
         if anchor is not None and anchor.is_attached:
-            moved = anchor.virtual_region.y - anchor_y
+            moved = anchor.virtual_region.y - anchor_y - scrolled
             if moved:
                 self.scroll_to(y=self.scroll_y + moved, animate=False, immediate=True)
+
+    def _scroll_for(self, widgets: Sequence[Widget], width: int) -> int:
+        """Scroll down by the rows that ``widgets``, just mounted above the view, will take once
+        laid out (a message's rows are known as soon as it is styled), so that the frame that
+        shows them already shows the view where it was; the rows actually scrolled."""
+        rows = 0
+        for widget in widgets:
+            height = widget.rows(width) if isinstance(widget, SavedMessage) else 1
+            rows += height + widget.styles.margin.bottom
+        before = self.scroll_y
+        self.scroll_to(y=before + rows, animate=False, immediate=True)
+        return round(self.scroll_y - before)
 
     async def _step_up(self, take: int) -> None:
         first_position = len(self._unmounted) - take
@@ -540,9 +555,14 @@ class ChatView(VerticalScroll):
         views = self._saved_views()
         anchor = views[0] if views else None
         anchor_y = anchor.virtual_region.y if anchor is not None else 0
-        await self._mount_specs(batch, first_position, before=anchor or self._first_added())
+        widgets = await self._mount_specs(
+            batch, first_position, before=anchor or self._first_added()
+        )
         await self._show_counts()
-        await self._keep_in_place(anchor, anchor_y)
+        scrolled = 0
+        if anchor is not None and anchor.content_size.width > 0:
+            scrolled = self._scroll_for(widgets, anchor.content_size.width)
+        await self._keep_in_place(anchor, anchor_y, scrolled)
         # Far below the view: unmounted (nothing on screen moves).
         views = self._saved_views()
         keep_above = self.scroll_y + 3 * self.size.height

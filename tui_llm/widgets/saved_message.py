@@ -118,6 +118,11 @@ class SavedMessage(Widget):
         """The content row of the thinking's title (a click there opens or closes it)."""
         return 1 if self.reasoning else None
 
+    def rows(self, width: int) -> int:
+        """How many rows the message takes ``width`` cells wide (rendered now if it was not)."""
+        self._render_at(width)
+        return len(self._strips)
+
     @property
     def text_lines(self) -> list[str]:
         """The message as shown at its current width, one string per row."""

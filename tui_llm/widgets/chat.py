@@ -534,7 +534,16 @@ class ChatView(VerticalScroll):
         if anchor is not None and anchor.is_attached:
             moved = anchor.virtual_region.y - anchor_y - scrolled
             if moved:
-                self.scroll_to(y=self.scroll_y + moved, animate=False, immediate=True)
+                self._shift(moved)
+
+    def _shift(self, rows: int) -> None:
+        """Scroll by ``rows`` at once; a scroll under way (a Page Up key's) goes on from there
+        to where it was going, shifted as much."""
+        animating = self.app.animator.is_being_animated(self, "scroll_y")
+        target = self.scroll_target_y + rows
+        self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True)
+        if animating:
+            self.scroll_to(y=target, immediate=True)
 
     def _scroll_for(self, widgets: Sequence[Widget], width: int) -> int:
         """Scroll down by the rows that ``widgets``, just mounted above the view, will take once
@@ -545,7 +554,7 @@ class ChatView(VerticalScroll):
             height = widget.rows(width) if isinstance(widget, SavedMessage) else 1
             rows += height + widget.styles.margin.bottom
         before = self.scroll_y
-        self.scroll_to(y=before + rows, animate=False, immediate=True)
+        self._shift(rows)
         return round(self.scroll_y - before)
 
     async def _step_up(self, take: int) -> None:
@@ -555,9 +564,12 @@ class ChatView(VerticalScroll):
         views = self._saved_views()
         anchor = views[0] if views else None
         anchor_y = anchor.virtual_region.y if anchor is not None else 0
+        generation = self._history_generation
         widgets = await self._mount_specs(
             batch, first_position, before=anchor or self._first_added()
         )
+        if generation != self._history_generation:
+            return  # another history replaced this one meanwhile
         await self._show_counts()
         scrolled = 0
         if anchor is not None and anchor.content_size.width > 0:

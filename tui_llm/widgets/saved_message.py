@@ -96,6 +96,7 @@ class SavedMessage(Widget):
         self._strips: list[Strip] = []
         self._plain: list[str] = []
         self._rendered_width: int | None = None
+        self._styled = False
 
     # ---- what the message looks like -----------------------------------------------------
 
@@ -138,8 +139,8 @@ class SavedMessage(Widget):
         self._rendered_width = None  # a new theme: new colours
 
     def _parts(self) -> list[RenderableType]:
-        role_style = self.get_component_rich_style("saved-message--role", partial=True)
-        muted = self.get_component_rich_style("saved-message--stats", partial=True)
+        role_style = self._style("saved-message--role")
+        muted = self._style("saved-message--stats")
         label = literal_text(role_label(self.role), max_chars=80, one_line=True)
         label.stylize(role_style)
         parts: list[RenderableType] = [label]
@@ -150,9 +151,7 @@ class SavedMessage(Widget):
             title.stylize(muted)
             parts.append(title)
             if not self.thinking_collapsed:
-                thinking_style = self.get_component_rich_style(
-                    "saved-message--thinking", partial=True
-                )
+                thinking_style = self._style("saved-message--thinking")
                 thinking = literal_markdown(self.reasoning, code_theme=code_theme)
                 thinking.style = thinking_style
                 parts.append(Padding(thinking, (0, 0, 1, 2)))
@@ -170,7 +169,8 @@ class SavedMessage(Widget):
             return
         console = self.app.console
         options = self.app.console_options.update(width=width, height=None, highlight=False)
-        code = self.get_component_rich_style("saved-message--code", partial=True)
+        self._styled = True
+        code = self._style("saved-message--code")
         theme = Theme({"markdown.code": code, "markdown.link": Style(underline=True)})
         lines = []
         with console.use_theme(theme):
@@ -185,7 +185,16 @@ class SavedMessage(Widget):
         ]
         self._strips = strips
         self._plain = [strip.text.rstrip() for strip in strips]
-        self._rendered_width = width
+        # Not styled yet (or no longer: removed while a reveal went on): not kept.
+        self._rendered_width = width if self._styled else None
+
+    def _style(self, component: str) -> Style:
+        """A component class's style; a null one while the widget is not styled."""
+        try:
+            return self.get_component_rich_style(component, partial=True)
+        except KeyError:
+            self._styled = False
+            return Style.null()
 
     # ---- Textual's side ------------------------------------------------------------------
 

@@ -361,6 +361,8 @@ class ChatScreen(EngineScreen):
         self.conversation = stored.to_conversation()
         self.recorder.resume(stored)
         await self.chat_view.show_history(history_specs(stored), self.tui.settings.show_thinking)
+        # The conversation's objects live as long as it is open: out of every full collection.
+        self.call_after_refresh(self._collect_and_freeze)
         self._n_past = 0
         self.update_status()
         if at_position is not None:

@@ -326,6 +326,8 @@ class ChatView(VerticalScroll):
         self._later = []
         self._cut = None
         self.remove_class("-history")
+        for view in self._saved_views():
+            view.release()
         await self.remove_children()
         await self.mount(TextLine(self._empty_text, classes="empty", hide_empty=False))
 
@@ -401,13 +403,15 @@ class ChatView(VerticalScroll):
         self._history_generation += 1
         self.workers.cancel_group(self, "reveal-earlier")
         self._revealing = False
-        await self.remove_children(
-            [
-                child
-                for child in self.children
-                if isinstance(child, SavedMessage) or child.has_class("context-cut")
-            ]
-        )
+        going = [
+            child
+            for child in self.children
+            if isinstance(child, SavedMessage) or child.has_class("context-cut")
+        ]
+        for child in going:
+            if isinstance(child, SavedMessage):
+                child.release()
+        await self.remove_children(going)
         first = max(0, min(first, len(specs) - 1))
         last = min(len(specs), first + self.INITIAL_MESSAGES)
         self._unmounted = specs[:first]
@@ -619,4 +623,5 @@ class ChatView(VerticalScroll):
         index = children.index(view)
         if index > 0 and children[index - 1].has_class("context-cut"):
             await children[index - 1].remove()
+        view.release()
         await view.remove()

@@ -236,6 +236,15 @@ class SavedMessage(Widget):
     def selection_updated(self, selection: Selection | None) -> None:
         self.refresh()
 
+    def release(self) -> None:
+        """Drop every rendered line, this widget's and Textual's copy of them, before removing
+        it: Textual 8 keeps a reference to each widget's line cache in a 1,024-entry
+        ``lru_cache`` (``StylesCache.get_inner_outer`` caches on ``self``), so a removed message's
+        lines, and the lines derived from them, would stay alive and be walked by every full
+        garbage collection (hundreds of milliseconds after a minute of scrolling)."""
+        self.refresh()  # clears Textual's cache of this widget's lines
+        self.on_unmount()
+
     def on_unmount(self) -> None:
         # Unmounted far from the view: its lines go now, not when the collector finds the widget.
         self._strips = []

@@ -11,6 +11,7 @@ from tests.engine.test_real_inputs import THINK_THEN_ANSWER
 from tests.ui.test_app import build, send, submit, wait_until
 from tui_llm.catalog.table_models import write_scripted_model
 from tui_llm.widgets.chat import ChatView
+from tui_llm.widgets.saved_message import SavedMessage
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,11 @@ async def test_saved_thinking_comes_back_collapsed(thinker: Path) -> None:
         await wait_until(pilot, lambda: len(screen.query_one(ChatView).messages()) == 2)
         reply = screen.query_one(ChatView).messages()[-1]
         assert (reply.content, reply.reasoning) == ("Paris it is.", "Let me think.")
-        assert reply.thinking.display and reply.thinking.collapsed
+        # A saved reply is drawn as one widget: its thinking is a title line, closed.
+        assert isinstance(reply, SavedMessage)
+        assert reply.thinking_row is not None and reply.thinking_collapsed
+        await wait_until(pilot, lambda: bool(reply.text_lines))  # laid out
+        assert reply.text_lines[reply.thinking_row].startswith("▶ Thinking")
         assert screen.conversation.turns[-1].reasoning == "Let me think."
 
 

@@ -258,6 +258,7 @@ class ChatScreen(EngineScreen):
             await self.stop_reply()
 
     async def _remove_last_views(self, roles: tuple[str, ...]) -> None:
+        await self.chat_view.show_end()  # the newest may be unmounted if scrolled far back
         views = self.chat_view.messages()
         while views and views[-1].role in roles:
             await views.pop().remove()
@@ -280,6 +281,7 @@ class ChatScreen(EngineScreen):
             self.notify("No message to edit.")
             return
         self.recorder.truncate(len(self.conversation.turns))
+        await self.chat_view.show_end()  # the newest may be unmounted if scrolled far back
         views = self.chat_view.messages()
         while views:
             view = views.pop()
@@ -359,6 +361,8 @@ class ChatScreen(EngineScreen):
         self.conversation = stored.to_conversation()
         self.recorder.resume(stored)
         await self.chat_view.show_history(history_specs(stored), self.tui.settings.show_thinking)
+        # The conversation's objects live as long as it is open: out of every full collection.
+        self.call_after_refresh(self._collect_and_freeze)
         self._n_past = 0
         self.update_status()
         if at_position is not None:
@@ -370,19 +374,9 @@ class ChatScreen(EngineScreen):
         notify_literal(self, line, severity="warning" if warn else "information", timeout=10)
 
     async def show_message(self, index: int) -> None:
-        """Scroll the chat so that its ``index``-th message (counting the earlier ones not
-        mounted yet) is at the top, mounting the messages from it on first."""
-        hidden = self.chat_view.unmounted_count
-        if index < hidden:
-            await self.chat_view.reveal_earlier(hidden - index)
-            hidden = self.chat_view.unmounted_count
-        views = self.chat_view.messages()
-        local = index - hidden
-        if 0 <= local < len(views):
-            # Queued on the chat view, after the scroll to its end that adding each view asked for.
-            self.chat_view.call_after_refresh(
-                self.chat_view.scroll_to_widget, views[local], animate=False, top=True
-            )
+        """Scroll the chat so that its ``index``-th message (counting the ones not mounted) is
+        at the top, mounting the messages from it on first."""
+        await self.chat_view.show_position(index)
 
     def action_sampling(self) -> None:
         from tui_llm.screens.sampling import SamplingScreen

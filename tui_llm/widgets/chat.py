@@ -1,23 +1,27 @@
 """The conversation: one widget per message; replies stream in through ``MarkdownStream``.
 
-A long saved conversation is shown from its end: only its newest messages are mounted at first,
-and earlier ones are mounted a batch at a time as the view is scrolled near its top (a Markdown
-widget per message makes mounting a thousand of them take many seconds).
+A saved conversation is shown with one ``SavedMessage`` widget per message (its lines rendered
+once, not a Markdown widget per paragraph), from its end: only its newest messages are mounted at
+first, more a few at a time as the view nears either end of those, and the farthest unmounted
+again, so that opening a thousand messages, or scrolling back through them, never holds the event
+loop for long.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from tui_llm.engine.protocol import ReplyStats
 from tui_llm.textsafe import make_inert
 from tui_llm.widgets.literal import literal
+from tui_llm.widgets.saved_message import MessageSpec, SavedMessage, role_label
 from tui_llm.widgets.textline import TextLine
 
 
@@ -119,10 +123,7 @@ class MessageView(Vertical):
         self._thinking_mounted = bool(self.reasoning)
 
     def compose(self) -> ComposeResult:
-        label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(
-            self.role, self.role.title()
-        )
-        yield Static(literal(label, max_chars=80, one_line=True), classes="role")
+        yield Static(literal(role_label(self.role), max_chars=80, one_line=True), classes="role")
         if self._thinking_mounted:
             yield self._thinking
         yield self._markdown
@@ -210,22 +211,22 @@ class MessageView(Vertical):
         self._stats.update(literal(text))
 
 
-@dataclass(frozen=True)
-class MessageSpec:
-    """A message to show that is not streaming: a saved one, with its figures line."""
-
-    role: str
-    content: str
-    reasoning: str = ""
-    stats_line: str = ""
-    thinking_title: str | None = None
+ChatMessage = MessageView | SavedMessage
+"""A message in the chat: saved (drawn once) or added since the chat opened (may stream)."""
 
 
 CUT_TEXT = "── earlier messages are not sent to the model: the context cannot hold them ──"
 
 
 class ChatView(VerticalScroll):
-    """The scrolling list of messages, mounted lazily from the end (see the module docstring).
+    """The scrolling list of messages, mounted lazily (see the module docstring).
+
+    A saved conversation is a window of mounted ``SavedMessage`` widgets with the messages
+    before it (``unmounted_count``) and after it (``later_count``) kept as ``MessageSpec``: the
+    window grows a few messages at a time towards whichever end the view nears, and past
+    ``MOUNTED_LIMIT`` the messages farthest from the view are unmounted again, so every layout
+    arranges a bounded number of widgets however far back the conversation goes. Messages added
+    since it opened (``MessageView``, which may stream) follow the saved ones and stay mounted.
 
     Positions count every message shown, mounted or not, oldest first; ``mark_cut`` puts the
     context divider before the message at a position.
@@ -233,31 +234,45 @@ class ChatView(VerticalScroll):
 
     DEFAULT_CSS = """
     ChatView { height: 1fr; padding: 0 1; }
+    /* A saved message's lines are rendered for a width: keep it when the scrollbar appears. */
+    ChatView.-history { scrollbar-gutter: stable; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
-    ChatView > .earlier { color: $text-muted; text-align: center; height: 1; }
+    ChatView > .earlier, ChatView > .later { color: $text-muted; text-align: center; height: 1; }
+    ChatView > .later { margin: 0 0 1 0; }
     ChatView > .context-cut {
         color: $warning; text-align: center; height: 1; margin: 0 0 1 0; text-style: bold;
     }
     """
 
-    # Mounted when a conversation opens: a 48-row terminal shows about a dozen short messages.
-    # Each Markdown message is tens of widgets that every layout arranges, so fewer is faster.
+    # Mounted when a conversation opens: enough to fill a tall terminal and some to scroll into.
     INITIAL_MESSAGES = 24
-    REVEAL_BATCH = 10  # mounted at a time as the view nears its top
+    # Mounted at a time as the view nears an end of the window (``reveal_earlier``'s default) ...
+    REVEAL_BATCH = 10
+    # ... in steps of this many, each laid out (and the view kept in place) before the next:
+    # a step renders each message's Markdown once (about 2 ms for an answer with a list and a
+    # code block on a loaded 2-core machine), so a short step keeps a frame short.
+    REVEAL_STEP = 1
+    # Saved messages mounted at most: every layout arranges each mounted widget (about 0.1 ms
+    # apiece on that machine), and 40 messages are screens of text (more stay mounted while
+    # they are not: only those three screens away from the view go).
+    MOUNTED_LIMIT = 40
 
     def __init__(self, empty_text: str = "", id: str | None = None) -> None:
         super().__init__(id=id, can_focus=True)
         self._empty_text = empty_text
-        self._unmounted: list[MessageSpec] = []  # the oldest messages, not mounted yet
+        self._unmounted: list[MessageSpec] = []  # saved messages before the window
+        self._later: list[MessageSpec] = []  # saved messages after the window
         self._show_thinking = False
         self._cut: int | None = None
         self._revealing = False
+        self._reveal_lock = asyncio.Lock()
+        self._history_generation = 0  # a reveal step of an earlier history does nothing
 
     def compose(self) -> ComposeResult:
         yield TextLine(self._empty_text, classes="empty", hide_empty=False)
 
     def on_mount(self) -> None:
-        self.watch(self, "scroll_y", self._near_top, init=False)
+        self.watch(self, "scroll_y", self._near_edge, init=False)
 
     def set_empty_text(self, text: str) -> None:
         """The text shown while there are no messages (plain text: file names are not markup)."""
@@ -268,6 +283,7 @@ class ChatView(VerticalScroll):
     async def add_message(
         self, role: str, content: str = "", reasoning: str = "", show_thinking: bool = False
     ) -> MessageView:
+        await self.show_end()
         for empty in self.query(".empty"):
             await empty.remove()
         view = MessageView(role, content, reasoning, show_thinking)
@@ -281,30 +297,64 @@ class ChatView(VerticalScroll):
         if not specs:
             return
         self._show_thinking = show_thinking
-        split = max(0, len(specs) - self.INITIAL_MESSAGES)
-        self._unmounted = list(specs[:split])
+        self.add_class("-history")
         for empty in self.query(".empty"):
             await empty.remove()
-        if self._unmounted:
-            await self.mount(Static("", markup=False, classes="earlier"))
-            self._show_earlier_count()
-        await self._mount_specs(specs[split:], before=None)
+        await self._mount_window(list(specs), max(0, len(specs) - self.INITIAL_MESSAGES))
         self.scroll_end(animate=False)
 
-    def messages(self) -> list[MessageView]:
-        """The mounted messages, oldest first (the newest are always mounted)."""
-        return list(self.query_children(MessageView))
+    def messages(self) -> list[ChatMessage]:
+        """The mounted messages, oldest first (the newest are mounted unless the view was
+        scrolled far back: ``later_count``)."""
+        return [child for child in self.children if isinstance(child, MessageView | SavedMessage)]
 
     @property
     def unmounted_count(self) -> int:
-        """Earlier messages not mounted yet."""
+        """Saved messages before the mounted ones."""
         return len(self._unmounted)
 
+    @property
+    def later_count(self) -> int:
+        """Saved messages after the mounted ones (unmounted as the view went far back)."""
+        return len(self._later)
+
     async def clear_messages(self) -> None:
+        self._history_generation += 1
+        self.workers.cancel_group(self, "reveal-earlier")
+        self._revealing = False
         self._unmounted = []
+        self._later = []
         self._cut = None
+        self.remove_class("-history")
+        for view in self._saved_views():
+            view.release()
         await self.remove_children()
         await self.mount(TextLine(self._empty_text, classes="empty", hide_empty=False))
+
+    async def show_end(self) -> None:
+        """Mount the newest saved messages again if the view unmounted them going back."""
+        if not self._later:
+            return
+        async with self._reveal_lock:
+            if self._later:
+                specs = self._saved_specs()
+                await self._mount_window(specs, max(0, len(specs) - self.INITIAL_MESSAGES))
+        self.scroll_end(animate=False)
+
+    async def show_position(self, index: int) -> None:
+        """Scroll so that the ``index``-th message (counting those not mounted) is at the top,
+        mounting the messages from it on first."""
+        hidden = len(self._unmounted)
+        mounted = len(self._saved_views())
+        if index < hidden and hidden - index + mounted <= self.MOUNTED_LIMIT:
+            await self.reveal_earlier(hidden - index)
+        elif index < hidden or hidden + mounted <= index < hidden + mounted + len(self._later):
+            async with self._reveal_lock:
+                await self._mount_window(self._saved_specs(), index)
+        view = self._view_at(index)
+        if view is not None:
+            # Queued after the scroll to the end that mounting asked for.
+            self.call_after_refresh(self.scroll_to_widget, view, animate=False, top=True)
 
     # ---- the context divider ------------------------------------------------------------------
 
@@ -313,12 +363,9 @@ class ChatView(VerticalScroll):
         self._cut = position or None
         for divider in self.query_children(".context-cut"):
             await divider.remove()
-        if self._cut is None or self._cut < len(self._unmounted):
-            return  # an unmounted message: the divider comes with it
-        views = self.messages()
-        index = self._cut - len(self._unmounted)
-        if index < len(views):
-            await self.mount(self._divider(), before=views[index])
+        view = None if self._cut is None else self._view_at(self._cut)
+        if view is not None:  # else an unmounted message: the divider comes with it
+            await self.mount(self._divider(), before=view)
 
     @property
     def cut_shown(self) -> bool:
@@ -329,75 +376,252 @@ class ChatView(VerticalScroll):
     def _divider() -> Static:
         return Static(CUT_TEXT, markup=False, classes="context-cut")
 
-    # ---- lazy mounting -----------------------------------------------------------------------
+    # ---- the window of mounted saved messages ------------------------------------------------
 
-    def _near_top(self, scroll_y: float) -> None:
-        if self._unmounted and not self._revealing and scroll_y < self.size.height:
-            self._revealing = True
-            self.run_worker(self.reveal_earlier(), group="reveal-earlier")
+    def _saved_views(self) -> list[SavedMessage]:
+        return [child for child in self.children if isinstance(child, SavedMessage)]
 
-    async def reveal_earlier(self, count: int | None = None) -> None:
-        """Mount up to ``count`` (``REVEAL_BATCH``) earlier messages above the first one, keeping
-        what is on screen where it is."""
-        try:
-            take = min(count or self.REVEAL_BATCH, len(self._unmounted))
-            if take == 0:
-                return
-            first_position = len(self._unmounted) - take
-            batch = self._unmounted[first_position:]
-            del self._unmounted[first_position:]
-            views = self.messages()
-            anchor = views[0] if views else None
-            anchor_y = anchor.virtual_region.y if anchor is not None else 0
-            await self._mount_specs(batch, before=anchor, first_position=first_position)
-            self._show_earlier_count()
-            if anchor is not None:
-                self.call_after_refresh(self._keep_in_place, anchor, anchor_y)
-            else:
-                self._revealing = False
-        except BaseException:
-            self._revealing = False
-            raise
+    def _saved_specs(self) -> list[MessageSpec]:
+        """Every saved message, mounted or not, oldest first."""
+        window = [view.spec for view in self._saved_views()]
+        return self._unmounted + window + self._later
 
-    def _keep_in_place(self, anchor: MessageView, anchor_y: int) -> None:
-        moved = anchor.virtual_region.y - anchor_y
-        if moved:
-            self.scroll_to(y=self.scroll_y + moved, animate=False, immediate=True)
+    def _view_at(self, position: int) -> ChatMessage | None:
+        """The mounted message at ``position`` (counting every message); ``None``: unmounted."""
+        index = position - len(self._unmounted)
+        saved = self._saved_views()
+        if index < 0:
+            return None
+        if index < len(saved):
+            return saved[index]
+        index -= len(saved) + len(self._later)
+        added = [child for child in self.children if isinstance(child, MessageView)]
+        return added[index] if 0 <= index < len(added) else None
+
+    async def _mount_window(self, specs: list[MessageSpec], first: int) -> None:
+        """Mount ``specs[first:first + INITIAL_MESSAGES]`` in place of the saved ones shown."""
+        self._history_generation += 1
+        self.workers.cancel_group(self, "reveal-earlier")
         self._revealing = False
-        self._near_top(self.scroll_y)
+        going = [
+            child
+            for child in self.children
+            if isinstance(child, SavedMessage) or child.has_class("context-cut")
+        ]
+        for child in going:
+            if isinstance(child, SavedMessage):
+                child.release()
+        await self.remove_children(going)
+        first = max(0, min(first, len(specs) - 1))
+        last = min(len(specs), first + self.INITIAL_MESSAGES)
+        self._unmounted = specs[:first]
+        self._later = specs[last:]
+        await self._mount_specs(specs[first:last], first, before=self._first_added())
+        await self._show_counts()
+        if self._cut is not None and not self.cut_shown:
+            await self.mark_cut(self._cut)
 
-    def _show_earlier_count(self) -> None:
-        for line in self.query_children(".earlier").results(Static):
-            if self._unmounted:
-                line.update(
-                    literal(f"↑ {len(self._unmounted)} earlier messages (scroll up to see them)")
-                )
-            else:
-                line.remove()
+    def _first_added(self) -> MessageView | None:
+        for child in self.children:
+            if isinstance(child, MessageView):
+                return child
+        return None
 
     async def _mount_specs(
         self,
         specs: Sequence[MessageSpec],
-        before: MessageView | None,
-        first_position: int | None = None,
-    ) -> None:
-        start = len(self._unmounted) if first_position is None else first_position
-        widgets: list[Static | MessageView] = []
-        views: list[tuple[MessageView, MessageSpec]] = []
+        first_position: int,
+        before: ChatMessage | None = None,
+        after: ChatMessage | None = None,
+    ) -> list[Static | SavedMessage]:
+        widgets: list[Static | SavedMessage] = []
         for offset, spec in enumerate(specs):
-            if self._cut is not None and self._cut == start + offset:
+            if self._cut is not None and self._cut == first_position + offset:
                 for divider in self.query_children(".context-cut"):
-                    await divider.remove()
+                    divider.remove()
                 widgets.append(self._divider())
-            view = MessageView(spec.role, spec.content, spec.reasoning, self._show_thinking)
-            widgets.append(view)
-            views.append((view, spec))
+            widgets.append(SavedMessage(spec, self._show_thinking))
         if before is not None:
             await self.mount_all(widgets, before=before)
+        elif after is not None:
+            await self.mount_all(widgets, after=after)
         else:
             await self.mount_all(widgets)
-        for view, spec in views:
-            if spec.thinking_title is not None:
-                view.thinking.title = spec.thinking_title
-            if spec.stats_line:
-                view.set_stats(spec.stats_line)
+        return widgets
+
+    async def _show_counts(self) -> None:
+        """The lines that say how many saved messages are not mounted, above and below."""
+        for classes, specs, text in (
+            ("earlier", self._unmounted, "↑ {} earlier messages (scroll up to see them)"),
+            ("later", self._later, "↓ {} later messages (scroll down to see them)"),
+        ):
+            lines = list(self.query_children(f".{classes}").results(Static))
+            if not specs:
+                for line in lines:
+                    await line.remove()
+                continue
+            if lines:
+                line = lines[0]
+            else:
+                line = Static("", markup=False, classes=classes)
+                saved = self._saved_views()
+                if classes == "earlier":
+                    await self.mount(line, before=0)
+                elif saved:
+                    await self.mount(line, after=saved[-1])
+                else:
+                    await self.mount(line, before=self._first_added())
+            line.update(literal(text.format(len(specs))))
+
+    # ---- growing the window as the view nears its ends ---------------------------------------
+
+    def _near_edge(self, scroll_y: float | None = None) -> None:
+        if self._revealing or not self.is_attached:
+            return
+        height = self.size.height
+        if self._unmounted and self.scroll_y < height:
+            self._revealing = True
+            self.run_worker(self._reveal_near_edge(self.reveal_earlier), group="reveal-earlier")
+        elif (
+            self._later
+            and (saved := self._saved_views())
+            and saved[-1].virtual_region.bottom < self.scroll_y + 2 * height
+        ):
+            self._revealing = True
+            self.run_worker(self._reveal_near_edge(self.reveal_later), group="reveal-earlier")
+
+    async def _reveal_near_edge(self, reveal: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await reveal()
+        finally:
+            self._revealing = False
+        self._near_edge()  # still near an end: the next batch
+
+    async def reveal_earlier(self, count: int | None = None) -> None:
+        """Mount up to ``count`` (``REVEAL_BATCH``) earlier messages above the first one, keeping
+        what is on screen where it is; ``REVEAL_STEP`` at a time, each laid out before the next.
+
+        Returns once they are mounted and laid out (or another history replaced this one)."""
+        remaining = min(count or self.REVEAL_BATCH, len(self._unmounted))
+        generation = self._history_generation
+        while remaining > 0 and generation == self._history_generation and self._unmounted:
+            async with self._reveal_lock:
+                if generation != self._history_generation:
+                    return
+                take = min(self.REVEAL_STEP, remaining, len(self._unmounted))
+                remaining -= take
+                await self._step_up(take)
+
+    async def reveal_later(self) -> None:
+        """Mount up to ``REVEAL_BATCH`` of the later messages unmounted going back, below the
+        last mounted one, ``REVEAL_STEP`` at a time."""
+        remaining = min(self.REVEAL_BATCH, len(self._later))
+        generation = self._history_generation
+        while remaining > 0 and generation == self._history_generation and self._later:
+            async with self._reveal_lock:
+                if generation != self._history_generation:
+                    return
+                take = min(self.REVEAL_STEP, remaining, len(self._later))
+                remaining -= take
+                await self._step_down(take)
+
+    async def _laid_out(self) -> None:
+        """Wait until the chat has been laid out and drawn with what was just mounted."""
+        done = asyncio.Event()
+        self.call_after_refresh(done.set)
+        await done.wait()
+
+    async def _keep_in_place(self, anchor: Widget | None, anchor_y: int, scrolled: int = 0) -> None:
+        """After a layout, scroll by however far ``anchor`` moved (content came or went above),
+        less ``scrolled``: what was scrolled already for it."""
+        await self._laid_out()
+        if anchor is not None and anchor.is_attached:
+            moved = anchor.virtual_region.y - anchor_y - scrolled
+            if moved:
+                self._shift(moved)
+
+    def _shift(self, rows: int) -> None:
+        """Scroll by ``rows`` at once; a scroll under way (a Page Up key's) goes on from there
+        to where it was going, shifted as much."""
+        animating = self.app.animator.is_being_animated(self, "scroll_y")
+        target = self.scroll_target_y + rows
+        self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True)
+        if animating:
+            self.scroll_to(y=target, immediate=True)
+
+    def _scroll_for(self, widgets: Sequence[Widget], width: int) -> int:
+        """Scroll down by the rows that ``widgets``, just mounted above the view, will take once
+        laid out (a message's rows are known as soon as it is styled), so that the frame that
+        shows them already shows the view where it was; the rows actually scrolled."""
+        rows = 0
+        for widget in widgets:
+            height = widget.rows(width) if isinstance(widget, SavedMessage) else 1
+            rows += height + widget.styles.margin.bottom
+        before = self.scroll_y
+        self._shift(rows)
+        return round(self.scroll_y - before)
+
+    async def _step_up(self, take: int) -> None:
+        first_position = len(self._unmounted) - take
+        batch = self._unmounted[first_position:]
+        del self._unmounted[first_position:]
+        views = self._saved_views()
+        anchor = views[0] if views else None
+        anchor_y = anchor.virtual_region.y if anchor is not None else 0
+        generation = self._history_generation
+        widgets = await self._mount_specs(
+            batch, first_position, before=anchor or self._first_added()
+        )
+        if generation != self._history_generation:
+            return  # another history replaced this one meanwhile
+        await self._show_counts()
+        scrolled = 0
+        if anchor is not None and anchor.content_size.width > 0:
+            scrolled = self._scroll_for(widgets, anchor.content_size.width)
+        await self._keep_in_place(anchor, anchor_y, scrolled)
+        # Far below the view: unmounted (nothing on screen moves).
+        views = self._saved_views()
+        keep_above = self.scroll_y + 3 * self.size.height
+        trimmed: list[MessageSpec] = []
+        while len(views) > self.MOUNTED_LIMIT and views[-1].virtual_region.y > keep_above:
+            view = views.pop()
+            trimmed.append(view.spec)
+            await self._remove_with_divider(view)
+        if trimmed:
+            self._later[:0] = reversed(trimmed)
+            await self._show_counts()
+
+    async def _step_down(self, take: int) -> None:
+        views = self._saved_views()
+        if not views:
+            return
+        # The last mounted message stays where it is unless messages far above it go.
+        anchor = views[-1]
+        anchor_y = anchor.virtual_region.y
+        batch = self._later[:take]
+        del self._later[:take]
+        await self._mount_specs(batch, len(self._unmounted) + len(views), after=anchor)
+        await self._show_counts()
+        # Far above the view: unmounted, and the view scrolled back by what they took.
+        keep_below = self.scroll_y - 2 * self.size.height
+        trimmed: list[MessageSpec] = []
+        while (
+            len(views) + len(batch) > self.MOUNTED_LIMIT
+            and views[0].virtual_region.bottom < keep_below
+        ):
+            view = views.pop(0)
+            trimmed.append(view.spec)
+            await self._remove_with_divider(view)
+        if trimmed:
+            self._unmounted.extend(trimmed)
+            await self._show_counts()
+        await self._keep_in_place(anchor, anchor_y)
+
+    async def _remove_with_divider(self, view: SavedMessage) -> None:
+        """Unmount a saved message, and the divider before it (it comes back with it)."""
+        children = list(self.children)
+        index = children.index(view)
+        if index > 0 and children[index - 1].has_class("context-cut"):
+            await children[index - 1].remove()
+        view.release()
+        await view.remove()

@@ -6,13 +6,23 @@ conversation's title, an error that quotes them, a Hub repository name) builds i
 ``Text``: neither is ever read as markup, so ``[/INST]`` or ``arr[i]`` show as typed. Where an API
 takes only markup (the command palette's help line, a system command's title), ``literal_markup``
 escapes it. ``notify_literal`` is the one way to put such text in a notification.
+``literal_markdown`` shows a saved message's Markdown as Rich renders it: its HTML as text.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, ClassVar
 
+from markdown_it import MarkdownIt
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
 from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markdown import CodeBlock, MarkdownElement
+from rich.markdown import Markdown as RichMarkdown
+from rich.syntax import Syntax
 from rich.text import Text
 from textual.app import App
 from textual.content import Content
@@ -23,6 +33,7 @@ from tui_llm.textsafe import DEFAULT_MAX_CHARS, make_inert
 
 __all__ = [
     "literal",
+    "literal_markdown",
     "literal_markup",
     "literal_text",
     "notify_literal",
@@ -60,6 +71,54 @@ def literal_markup(
     """``text`` made inert and escaped, for an API that reads only markup: Textual's markup
     parser turns it back into exactly the inert text."""
     return make_inert(text, max_chars=max_chars, one_line=one_line).replace("[", "\\[")
+
+
+@lru_cache(maxsize=64)
+def _lexer(name: str) -> Lexer | str:
+    """The Pygments lexer for a code block's language (``name`` itself if there is none).
+
+    Looking a lexer up by name walks Pygments' whole table (milliseconds); a conversation's
+    code blocks use a handful of languages, and a lexer can be used again and again.
+    """
+    try:
+        return get_lexer_by_name(name, stripnl=False, ensurenl=True, tabsize=4)
+    except ClassNotFound:
+        return name
+
+
+class _CodeBlock(CodeBlock):
+    """Rich's code block, with its lexer looked up once per language."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        code = str(self.text).rstrip()
+        yield Syntax(code, _lexer(self.lexer_name), theme=self.theme, word_wrap=True, padding=1)
+
+
+class _LiteralMarkdown(RichMarkdown):
+    elements: ClassVar[dict[str, type[MarkdownElement]]] = {
+        **RichMarkdown.elements,
+        "fence": _CodeBlock,
+        "code_block": _CodeBlock,
+    }
+
+
+def literal_markdown(text: str, *, code_theme: str = "monokai") -> RichMarkdown:
+    """``text`` made inert as Markdown that Rich renders: Markdown's structure (paragraphs,
+    lists, code, tables) and nothing more.
+
+    Raw HTML is shown as text (Rich's own parser would drop it unseen) and a link shows its
+    address after its text instead of becoming a terminal hyperlink (OSC 8) to it.
+    """
+    markdown = _LiteralMarkdown("", code_theme=code_theme, hyperlinks=False)
+    markdown.markup = make_inert(text, max_chars=None)
+    markdown.parsed = _parser().parse(markdown.markup)
+    return markdown
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    """CommonMark with GitHub's tables and strikethrough, HTML read as text."""
+    return MarkdownIt("commonmark", {"html": False}).enable("strikethrough").enable("table")
 
 
 def shorten_middle(text: str, cells: int) -> str:

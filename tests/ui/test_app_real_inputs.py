@@ -11,6 +11,7 @@ from tests.engine.test_real_inputs import THINK_THEN_ANSWER
 from tests.ui.test_app import build, send, submit, wait_until
 from tui_llm.catalog.table_models import write_scripted_model
 from tui_llm.widgets.chat import ChatView
+from tui_llm.widgets.prompt import PromptInput
 from tui_llm.widgets.saved_message import SavedMessage
 
 
@@ -108,14 +109,14 @@ async def test_an_error_while_generating_shows_at_once_and_the_chat_goes_on(
         await wait_until(pilot, lambda: screen.loaded is not None)
         await submit(pilot, app, " ".join(["word"] * 40))
         chat = screen.query_one(ChatView)
-        # It was a fixed 30 s wait ("generating…", new messages refused) before the error showed.
-        await wait_until(
-            pilot,
-            lambda: "the context holds 32" in rendered(chat.messages()[-1].query_one(".stats")),
-            timeout=10,
-        )
+        # It was a fixed 30 s wait ("generating…", new messages refused) before the error showed;
+        # now a message that cannot fit the context is not sent at all, and comes back.
+        prompt = screen.query_one(PromptInput)
+        await wait_until(pilot, lambda: prompt.text.startswith("word word"), timeout=10)
         assert not screen.generating
-        assert screen.conversation.turns[0].content.startswith("word word")  # nothing is lost
+        assert chat.messages() == [] and screen.conversation.turns == []  # nothing is lost
+        assert any("the context holds 32" in str(n.message) for n in app._notifications)
+        prompt.clear()
         await pilot.press("ctrl+n")
         await send(pilot, app, "hi")
         assert chat.messages()[-1].content == "Ok then."

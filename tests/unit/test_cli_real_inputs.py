@@ -66,7 +66,7 @@ def test_a_conversation_over_the_context_fails_at_once(model_dir: Path) -> None:
     # Not a speed target: it was a fixed 30 s wait, so a 20 s limit catches it coming back.
     result = tui_llm("chat", str(model), "--ctx", "32", "--prompt", words, timeout=20)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].endswith("the context holds 32")
+    assert "the context holds 32" in result.stderr.strip().splitlines()[-1]
 
 
 def test_a_template_that_raises_fails_at_once_with_its_message(model_dir: Path) -> None:

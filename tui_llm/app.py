@@ -72,6 +72,7 @@ class TuiLlmApp(App[None]):
         self.sample_interval_s = sample_interval_s
         self.store = store
         self._save_lock = threading.Lock()
+        self._told_unsaved = False
         self.sampling = settings.sampling
         self.system_prompt = settings.system_prompt  # for new conversations
         self.autostart_engine = True
@@ -309,7 +310,18 @@ class TuiLlmApp(App[None]):
         writes a copy taken on the UI thread: the handlers go on changing the live settings."""
         try:
             with self._save_lock:
-                config_mod.save_settings(snapshot)
+                elsewhere = config_mod.save_settings(snapshot)
+            if elsewhere is not None and not self._told_unsaved:
+                self._told_unsaved = True  # once a run: every save goes there until it is fixed
+                self.call_from_thread(
+                    notify_literal,
+                    self,
+                    f"{config_mod.settings_path()} does not parse, so it is left as is: this "
+                    f"run's settings are saved in {elsewhere} until it is fixed.",
+                    title="Settings",
+                    severity="warning",
+                    timeout=15,
+                )
         except (OSError, ValueError) as exc:
             self.call_from_thread(
                 notify_literal, self, f"Settings not saved: {exc}", severity="warning"

@@ -1,17 +1,20 @@
 """User settings in settings.toml: model folders, theme, recent models, load and sampling defaults,
 and a load profile per model.
 
-A file that cannot be read or parsed gives one warning line and the defaults, and loading never
-writes. Saving over such a file first copies it to `settings.toml.broken-<timestamp>` (returning
-that path for the app to show) rather than refusing, so the app's later changes are not lost.
-A value of the wrong type or out of range falls back to its default alone. Saves are atomic (temp
-file + `os.replace`) and edit the existing TOML document, so the user's comments, key order,
-formatting and unknown keys survive; only values that changed are written.
+A file that cannot be read or parsed gives one warning line and the defaults, and is never
+written: the user has to fix it, and their text is what they fix. What the app saves meanwhile
+goes to `settings.unsaved.toml` beside it (the save returns that path for the app to show).
+A value of the wrong type or out of range falls back to its default alone; an unknown key (a
+misspelling, or one from a newer tui-llm) is named in the warning, with the close known key, and
+kept. Saves are atomic (temp file + `os.replace`) and edit the existing TOML document, so the
+user's comments, key order, formatting and unknown keys survive; only values that changed are
+written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -25,13 +28,14 @@ from tomlkit.exceptions import TOMLKitError
 from tui_llm import paths
 from tui_llm.engine.protocol import KV_CACHE_TYPES, LoadSettings, OffloadValue, SamplingParams
 from tui_llm.sampling_ranges import SAMPLING_RANGES, SamplingRange
-from tui_llm.tomlfile import atomic_write, back_up, merge_values
+from tui_llm.tomlfile import atomic_write, merge_values
 
 OffloadSetting = Union[Literal["auto", "all"], int]  # noqa: UP007 - a runtime alias on 3.10
 
 MAX_RECENT = 9
 DEFAULT_THEME = "tui-llm-dark"
 SETTINGS_FILE = "settings.toml"
+UNSAVED_FILE = "settings.unsaved.toml"  # where saves go while settings.toml does not parse
 _HEADER = (
     "tui-llm settings. Edit freely: comments and unknown keys are kept when tui-llm saves.",
     "gpu_safety_margin_mib = 512 would leave that much VRAM free (absent: automatic).",
@@ -90,26 +94,37 @@ def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
         data = tomlkit.parse(text).unwrap()
     except TOMLKitError as err:
         return Settings(), _one_line(
-            f"{path} is not valid TOML ({err}); using default settings, the file is left as is"
+            f"{path} is not valid TOML ({err}); using default settings, the file is left as is "
+            f"(changes made meanwhile are saved in {path.with_name(UNSAVED_FILE).name})"
         )
     bad: list[str] = []
     settings = _settings_from(data, bad)
-    if not bad:
+    problems = []
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        problems.append(f"ignored invalid {shown}; using the defaults for those")
+    unknown = unknown_keys(data)
+    if unknown:
+        shown = ", ".join(unknown[:4]) + (
+            f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
+        )
+        problems.append(f"unknown {'key' if len(unknown) == 1 else 'keys'} {shown} (kept, unused)")
+    if not problems:
         return settings, None
-    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-    return settings, _one_line(f"{path}: ignored invalid {shown}; using the defaults for those")
+    return settings, _one_line(f"{path}: " + "; ".join(problems))
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path | None:
     """Write the settings atomically into the existing document, keeping the user's comments.
 
-    Returns the backup made of a file that did not parse (settings.toml.broken-<timestamp>), which
-    is then replaced; otherwise None. A symlinked settings file is written through the link.
+    A file that does not parse (bad TOML, bytes that are not UTF-8) is left as it is, for the
+    user to fix: the settings go whole to ``settings.unsaved.toml`` beside it instead, and that
+    path is returned (otherwise None). A symlinked settings file is written through the link.
+    Raises ``OSError`` when the file cannot be read or written.
     """
     path = settings_path() if path is None else path
     if path.is_symlink():
         path = path.resolve()
-    backup: Path | None = None
     old: dict[str, Any] = {}  # what the file means now; empty for a new file, so all is written
     doc = _new_document()
     try:
@@ -118,10 +133,16 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path | None:
     except FileNotFoundError:
         pass
     except (UnicodeDecodeError, TOMLKitError):
-        backup = back_up(path)
+        unsaved = path.with_name(UNSAVED_FILE)
+        side = _new_document()
+        side.add(tomlkit.comment(f"{path.name} does not parse: tui-llm saved here instead."))
+        side.add(tomlkit.comment(f"Fix {path.name}, or copy this file over it."))
+        merge_values(side, {}, _values(settings))
+        atomic_write(unsaved, tomlkit.dumps(side))
+        return unsaved
     merge_values(doc, old, _values(settings))
     atomic_write(path, tomlkit.dumps(doc))
-    return backup
+    return None
 
 
 def remember_model(settings: Settings, model_path: str | os.PathLike[str]) -> None:
@@ -199,6 +220,55 @@ def model_file_identity(model_path: str | os.PathLike[str]) -> tuple[int, int] |
 
 
 # --- reading -------------------------------------------------------------------------------------
+
+_PROFILE_KEYS = ("offload", "n_ctx", "kv_cache_type", "flash_attn")
+_KNOWN: dict[str, tuple[str, ...]] = {
+    "": (
+        "theme",
+        "model_dirs",
+        "recent_models",
+        "last_model",
+        "system_prompt",
+        "gpu_safety_margin_mib",
+        "show_thinking",
+        "load",
+        "sampling",
+        "profiles",
+    ),
+    "load": _PROFILE_KEYS,
+    "sampling": (*SAMPLING_RANGES, "stop"),
+}
+
+
+def unknown_keys(data: Mapping[str, Any]) -> list[str]:
+    """The keys tui-llm does not know, as dotted names, each with the known key it is closest
+    to where there is one: ``["temprature (sampling.temperature?)", "plugins"]``."""
+    every = [f"{table}.{key}" if table else key for table, keys in _KNOWN.items() for key in keys]
+    tables: list[tuple[str, Mapping[str, Any], tuple[str, ...]]] = [("", data, _KNOWN[""])]
+    for name in ("load", "sampling"):
+        if isinstance(data.get(name), dict):
+            tables.append((name, data[name], _KNOWN[name]))
+    profiles = data.get("profiles")
+    if isinstance(profiles, dict):
+        for model, entry in profiles.items():
+            if isinstance(entry, dict):
+                tables.append((f"profiles.{json.dumps(model)}", entry, _PROFILE_KEYS))
+    found = []
+    for prefix, table, known in tables:
+        for key in table:
+            if key in known:
+                continue
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+            if near:
+                guess = f"{prefix}.{near[0]}" if prefix else near[0]
+            else:
+                leaves = {name.rpartition(".")[2]: name for name in every}
+                close = difflib.get_close_matches(key, list(leaves), n=1, cutoff=0.75)
+                guess = leaves[close[0]] if close else ""
+            name = f"{prefix}.{key}" if prefix else key
+            found.append(f"{name} ({guess}?)" if guess else name)
+    return found
+
 
 Check = Callable[[object], Any]
 _MISSING = object()

@@ -1,16 +1,14 @@
 """A TOML file a person edits and a program writes: values merged into the document so comments,
-key order and unknown keys survive, written atomically, and a copy kept of a file that is
-replaced. Shared by the settings file; no knowledge of what the keys mean.
+key order and unknown keys survive, written atomically. Shared by the settings file; no
+knowledge of what the keys mean.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tempfile
-import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -47,18 +45,6 @@ def toml_item(value: Any) -> Any:
         array.extend(value)
         return array.multiline(len(value) > 1)
     return value
-
-
-def back_up(path: Path) -> Path:
-    """Copy a file aside as NAME.broken-<timestamp> (never over an existing backup)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    backup = path.with_name(f"{path.name}.broken-{stamp}")
-    number = 1
-    while backup.exists():
-        number += 1
-        backup = path.with_name(f"{path.name}.broken-{stamp}-{number}")
-    shutil.copy2(path, backup)
-    return backup
 
 
 def atomic_write(path: Path, text: str) -> None:

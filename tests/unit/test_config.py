@@ -110,7 +110,7 @@ def test_comments_formatting_and_unknown_keys_survive_a_save(tmp_path: Path) -> 
     path = tmp_path / "settings.toml"
     path.write_text(USER_FILE)
     settings, warning = load_settings(path)
-    assert warning is None
+    assert warning == f"{path}: unknown keys future_option, plugins (kept, unused)"
     assert (settings.theme, settings.load.n_ctx, settings.sampling.temperature) == (
         "gruvbox",
         8192,
@@ -150,22 +150,27 @@ def test_a_broken_file_gives_one_warning_and_defaults_and_is_kept(tmp_path: Path
     assert path.read_text() == broken  # loading never writes
 
 
-def test_saving_over_a_broken_file_backs_it_up_first(tmp_path: Path) -> None:
+def test_a_broken_file_is_never_overwritten_saves_go_beside_it(tmp_path: Path) -> None:
     path = tmp_path / "settings.toml"
     broken = 'theme = "nord"\n[load\n'
     path.write_text(broken)
+    assert "settings.unsaved.toml" in (load_settings(path)[1] or "")
 
-    backup = save_settings(dataclasses.replace(Settings(), theme="nord"), path)
+    elsewhere = save_settings(dataclasses.replace(Settings(), theme="nord"), path)
 
-    assert backup is not None
-    assert backup.parent == tmp_path and backup.name.startswith("settings.toml.broken-")
-    assert backup.read_text() == broken
-    assert load_settings(path) == (dataclasses.replace(Settings(), theme="nord"), None)
-    # A second broken save the same second does not overwrite the first backup.
-    path.write_text("again [")
-    second = save_settings(Settings(), path)
-    assert second is not None and second != backup
-    assert backup.read_text() == broken and second.read_text() == "again ["
+    assert path.read_text() == broken
+    assert elsewhere == tmp_path / "settings.unsaved.toml"
+    assert load_settings(elsewhere) == (dataclasses.replace(Settings(), theme="nord"), None)
+    assert "does not parse" in elsewhere.read_text()
+    # Every later save goes there too, the newest winning; the user's file stays as it was.
+    assert save_settings(dataclasses.replace(Settings(), theme="gruvbox"), path) == elsewhere
+    assert load_settings(elsewhere)[0].theme == "gruvbox"
+    assert path.read_text() == broken
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["settings.toml", "settings.unsaved.toml"]
+    # Fixed: saves go to the file again.
+    path.write_text('theme = "nord"\n')
+    assert save_settings(dataclasses.replace(Settings(), theme="gruvbox"), path) is None
+    assert load_settings(path)[0].theme == "gruvbox"
 
 
 def test_unreadable_bytes_are_a_warning_not_a_crash(tmp_path: Path) -> None:
@@ -175,9 +180,9 @@ def test_unreadable_bytes_are_a_warning_not_a_crash(tmp_path: Path) -> None:
     assert settings == Settings()
     assert warning is not None and "cannot read" in warning
 
-    backup = save_settings(settings, path)
-    assert backup is not None and backup.read_bytes() == b'theme = "\xff\xfe"\n'
-    assert load_settings(path) == (Settings(), None)
+    elsewhere = save_settings(settings, path)
+    assert elsewhere is not None and path.read_bytes() == b'theme = "\xff\xfe"\n'
+    assert load_settings(elsewhere) == (Settings(), None)
 
 
 def test_unknown_keys_and_tables_are_ignored(tmp_path: Path) -> None:
@@ -189,9 +194,35 @@ def test_unknown_keys_and_tables_are_ignored(tmp_path: Path) -> None:
 
     settings, warning = load_settings(path)
 
-    assert warning is None
+    assert warning == (
+        f"{path}: unknown keys new_thing, something, load.turbo, sampling.mirostat (kept, unused)"
+    )
     assert (settings.theme, settings.load.n_ctx) == ("nord", 1024)
     assert settings.sampling == SamplingParams()
+
+
+def test_misspelt_keys_are_named_once_with_the_key_meant_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        "temprature = 0.3\n[load]\nn_cxt = 2048\n[sampling]\nthemee = 'nord'\ntop_pp = 0.5\n"
+        '[profiles."/m/a.gguf"]\nofload = 3\n'
+    )
+    settings, warning = load_settings(path)
+    assert warning is not None and "\n" not in warning
+    assert warning.count("temprature") == 1
+    for named in (
+        "temprature (sampling.temperature?)",
+        "load.n_cxt (load.n_ctx?)",
+        "sampling.themee (theme?)",
+        "sampling.top_pp (sampling.top_p?)",
+    ):
+        assert named in warning
+    assert "and 1 more" in warning  # the fifth, profiles."/m/a.gguf".ofload
+    assert settings.sampling.temperature == SamplingParams().temperature
+    settings.theme = "nord"
+    save_settings(settings, path)
+    text = path.read_text()
+    assert "temprature = 0.3" in text and "n_cxt = 2048" in text and "ofload = 3" in text
 
 
 def test_wrong_types_fall_back_field_by_field(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from tui_llm.cli.args import (
     Parser,
     UsageError,
     add_load_options,
+    port_number,
     positive_int,
     resolve_model,
     say,
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rpc = sub.add_parser("rpc-server", help="serve this machine's device to other tui-llm hosts")
     rpc.add_argument("--host", default="127.0.0.1")
-    rpc.add_argument("--port", type=int, default=50052)
+    rpc.add_argument("--port", type=port_number, default=50052)
     rpc.add_argument("--threads", type=positive_int, default=None)
 
     from tui_llm.cli.bench import add_bench_parser

@@ -64,12 +64,25 @@ def stop_string(value: str) -> str:
 
 
 def rpc_list(value: str) -> tuple[str, ...]:
-    servers = tuple(s.strip() for s in value.split(",") if s.strip())
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        if not host or not port.isdigit():
-            raise argparse.ArgumentTypeError(f"RPC server must be HOST:PORT: {server}")
-    return servers
+    """An argparse type: comma-separated RPC servers, each ``HOST:PORT`` with a port 1-65535."""
+    from tui_llm.engine.rpc_endpoint import EndpointError, parse_endpoint
+
+    servers = []
+    for server in (s.strip() for s in value.split(",") if s.strip()):
+        try:
+            servers.append(str(parse_endpoint(server)))
+        except EndpointError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not servers:
+        raise argparse.ArgumentTypeError(f"no RPC server in {value!r}")
+    return tuple(servers)
+
+
+def port_number(value: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, not {value!r}")
+    return int(value)
 
 
 def non_negative_int(value: str) -> int:

@@ -10,6 +10,7 @@ from tui_llm.cli.args import UsageError, say
 
 
 def run_rpc_server(args: argparse.Namespace) -> int:
+    """Serve until killed; exit status 1 with one line when the port cannot be listened on."""
     from tui_llm.engine.native import serve_rpc, served_device_name, supports_rpc
 
     if not supports_rpc():
@@ -18,6 +19,12 @@ def run_rpc_server(args: argparse.Namespace) -> int:
             'CMAKE_ARGS="-DGGML_RPC=on" pip install --no-cache-dir --force-reinstall '
             "llama-cpp-python"
         )
+    from tui_llm.engine.rpc_endpoint import port_taken_reason
+
+    taken = port_taken_reason(args.host, args.port)
+    if taken is not None:
+        say(f"tui-llm rpc-server: {taken}", one_line=True)
+        return 1
     loopback = args.host in ("127.0.0.1", "localhost", "::1")
     say(f"tui-llm rpc-server: serving {served_device_name()} on {args.host}:{args.port}")
     if not loopback:
@@ -27,5 +34,8 @@ def run_rpc_server(args: argparse.Namespace) -> int:
             "Expose it only on a trusted network.",
             file=sys.stderr,
         )
-    serve_rpc(f"{args.host}:{args.port}", args.threads or os.cpu_count() or 1)
-    return 0
+    endpoint = f"{args.host}:{args.port}"
+    serve_rpc(endpoint, args.threads or os.cpu_count() or 1)
+    # llama.cpp's server returns only when it could not listen (it prints why, and returns).
+    say(f"tui-llm rpc-server: could not serve on {endpoint} (llama.cpp's reason is above)")
+    return 1

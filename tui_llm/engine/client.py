@@ -30,6 +30,7 @@ from tui_llm.engine.protocol import (
     ErrorKind,
     Event,
     GenerateRequest,
+    HeartbeatEvent,
     LoadedEvent,
     LoadRequest,
     LoadSettings,
@@ -44,6 +45,15 @@ from tui_llm.engine.protocol import (
     decode,
     encode,
 )
+from tui_llm.engine.rpc_endpoint import unreachable_reason
+
+STALL_TIMEOUT_S = 5.0
+"""Seconds without a word (heartbeats come every 0.25 s, even while llama.cpp computes) after
+which the engine has stopped answering."""
+STOP_WAIT_S = 1.0
+"""The longest Esc and quitting wait for the engine before they go on without it."""
+START_TIMEOUT_S = 120.0
+"""The longest a new engine may take to import llama.cpp and say it is ready."""
 
 
 class EngineError(Exception):
@@ -63,8 +73,14 @@ class _Pending:
 class EngineClient:
     """One llama.cpp child process, driven with ``await``; restartable after a crash."""
 
-    def __init__(self, python: str | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        python: str | None = None,
+        log_path: Path | None = None,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
+    ) -> None:
         self._python = python or sys.executable
+        self.stall_timeout_s = stall_timeout_s
         self._fixed_log_path = log_path
         self.log_path: Path | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -79,12 +95,18 @@ class EngineClient:
         self.load_in_flight = False
         self.crash: EngineError | None = None
         self.on_crash: Callable[[EngineError], None] | None = None
+        # The child went silent (no heartbeat for ``stall_timeout_s``): it is still there but
+        # given up on; ``start`` and ``close`` kill it without asking.
+        self.stalled = False
+        # A reply stopped early whose end the child has not confirmed yet (see ``generate``).
+        self._draining: asyncio.Task[None] | None = None
 
     # ---- process ---------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        """A child is there and answering (a stalled one does not count)."""
+        return self._proc is not None and self._proc.returncode is None and not self.stalled
 
     @property
     def pid(self) -> int | None:
@@ -94,7 +116,10 @@ class EngineClient:
         """Start the child and wait until llama.cpp is imported and has listed its devices."""
         if self.running and self.ready is not None:
             return self.ready
+        if self._proc is not None and self._proc.returncode is None:
+            await self.close()  # a stalled child, or one that never got ready: replaced at once
         self.crash = None
+        self.stalled = False
         self.loaded = None
         self.log_path = self._fixed_log_path or new_log_path()
         env = dict(os.environ)
@@ -116,7 +141,12 @@ class EngineClient:
         pending = self._register(0)
         self._reader = asyncio.create_task(self._read_events(self._proc))
         try:
-            event = await self._next(pending)
+            event = await asyncio.wait_for(self._next(pending), START_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise EngineError(
+                "not_answering", f"the engine did not start within {START_TIMEOUT_S:.0f} s"
+            ) from None
         finally:
             self._pending.pop(0, None)
         assert isinstance(event, ReadyEvent)
@@ -124,22 +154,29 @@ class EngineClient:
         return event
 
     async def close(self) -> None:
-        """Ask the child to exit (freeing all its memory), then make sure it has."""
+        """Ask the child to exit (freeing all its memory), then make sure it has.
+
+        Waits at most ``STOP_WAIT_S`` for a clean exit, then kills the child; a stalled child is
+        killed at once. The exit of a process killed in the kernel (state D) is not awaited
+        past another ``STOP_WAIT_S``: it dies with its parent (PR_SET_PDEATHSIG) anyway.
+        """
         proc = self._proc
         if proc is None:
             return
         if proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await self._send(ShutdownRequest())
-            try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except asyncio.TimeoutError:
+            if not self.stalled:
+                with contextlib.suppress(Exception):
+                    await self._send(ShutdownRequest())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), STOP_WAIT_S)
+            if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                    proc.kill()  # SIGKILL ends a stopped (SIGSTOP) process too
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), STOP_WAIT_S)
         if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._reader, STOP_WAIT_S)
         self._proc = None
         self.loaded = None
         self.ready = None
@@ -150,17 +187,34 @@ class EngineClient:
             self._proc.send_signal(sig)
 
     async def _read_events(self, proc: asyncio.subprocess.Process) -> None:
+        """Route the child's events to the waiting requests until it exits or goes silent.
+
+        From its first heartbeat on, a child that sends nothing for ``stall_timeout_s`` has
+        stopped answering: every waiting request fails with ``not_answering``.
+        """
         assert proc.stdout is not None
+        heard_heartbeat = False
         while True:
             try:
-                line = await proc.stdout.readline()
+                if heard_heartbeat:
+                    line = await asyncio.wait_for(proc.stdout.readline(), self.stall_timeout_s)
+                else:
+                    line = await proc.stdout.readline()
             except (ValueError, asyncio.LimitOverrunError):
+                continue
+            except asyncio.TimeoutError:
+                if proc.returncode is None and self._proc is proc:
+                    self._on_stall(proc)
+                    return
                 continue
             if not line:
                 break
             try:
                 event = decode(line)
             except ValueError:
+                continue
+            if isinstance(event, HeartbeatEvent):
+                heard_heartbeat = True
                 continue
             pending = self._pending.get(getattr(event, "request_id", 0))
             if pending is not None:
@@ -195,6 +249,24 @@ class EngineClient:
         if self.crash is not None and self.on_crash is not None:
             self.on_crash(error)
 
+    def _on_stall(self, proc: asyncio.subprocess.Process) -> None:
+        state = _process_state(proc.pid)
+        why = {
+            "T": "it is stopped (SIGSTOP?)",
+            "t": "it is stopped by a debugger",
+            "D": "it is stuck in the kernel, in a driver or disk call",
+        }.get(state or "", "")
+        message = f"the engine stopped answering: no word from it for {self.stall_timeout_s:g} s"
+        error = EngineError("not_answering", message + (f" ({why})" if why else ""))
+        self.stalled = True
+        self.crash = error
+        self.loaded = None
+        self.ready = None
+        for pending in self._pending.values():
+            pending.queue.put_nowait(error)
+        if self.on_crash is not None:
+            self.on_crash(error)
+
     def log_tail(self, lines: int = 12) -> list[str]:
         """The last lines of this engine's llama.cpp log."""
         return read_log_tail(self.log_path, lines) if self.log_path is not None else []
@@ -212,9 +284,34 @@ class EngineClient:
             raise self.crash or EngineError("crashed", "the engine is not running")
         try:
             proc.stdin.write(encode(request))
-            await proc.stdin.drain()
+            # A live child reads its input on a thread of its own at once; a full pipe that
+            # does not drain means a child that stopped.
+            await asyncio.wait_for(proc.stdin.drain(), self.stall_timeout_s)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise self.crash or EngineError("crashed", "the engine process is gone") from exc
+        except asyncio.TimeoutError:
+            raise self.crash or EngineError(
+                "not_answering", "the engine stopped reading its requests"
+            ) from None
+
+    async def _settle(self) -> None:
+        """Wait for a reply stopped earlier to end in the child, so the next request starts
+        clean. Bounded: it ends at the child's ``DoneEvent``, or when the child dies or stops
+        answering."""
+        task = self._draining
+        if task is not None:
+            await asyncio.shield(task)
+            if self._draining is task:
+                self._draining = None
+
+    async def _drain(self, request_id: int, pending: _Pending) -> None:
+        try:
+            while not isinstance(await self._next(pending), DoneEvent):
+                pass
+        except EngineError:
+            pass
+        finally:
+            self._pending.pop(request_id, None)
 
     @staticmethod
     async def _next(pending: _Pending) -> Event:
@@ -234,8 +331,15 @@ class EngineClient:
         """Load (or reload) a model; the old one's memory is released first.
 
         With ``keep_kv`` and settings that allow it, the conversation's KV cache is carried over.
-        Cancelling the awaiting task cancels the load in llama.cpp.
+        Cancelling the awaiting task cancels the load in llama.cpp. RPC servers are connected to
+        first (llama.cpp aborts on one it cannot reach): ``bad_request`` "cannot reach the RPC
+        server at HOST:PORT", the engine untouched. One that accepts and never answers gives
+        ``not_answering``, and the engine, which may still be waiting on it, is replaced.
         """
+        for endpoint in settings.rpc_servers:
+            problem = await unreachable_reason(endpoint)
+            if problem is not None:
+                raise EngineError("bad_request", problem)
         if not self.running:
             await self.start()
         assert self.ready is not None
@@ -245,6 +349,7 @@ class EngineClient:
             await self.close()
             await self.start()
         async with self._lock:
+            await self._settle()
             rid = next(self._ids)
             pending = self._register(rid)
             try:
@@ -263,8 +368,10 @@ class EngineClient:
                     await self._send(CancelRequest(rid))
                 self.loaded = None
                 raise
-            except EngineError:
+            except EngineError as exc:
                 self.loaded = None
+                if exc.kind == "not_answering" and self.running:
+                    await self.close()  # a thread of it still waits on the RPC server
                 raise
             finally:
                 self.load_in_flight = False
@@ -273,6 +380,7 @@ class EngineClient:
     async def unload(self) -> None:
         """Free the model while keeping the process."""
         async with self._lock:
+            await self._settle()
             rid = next(self._ids)
             pending = self._register(rid)
             try:
@@ -286,6 +394,7 @@ class EngineClient:
     async def devices(self) -> DevicesEvent:
         """The backend devices with their current free and total memory."""
         async with self._lock:
+            await self._settle()
             rid = next(self._ids)
             pending = self._register(rid)
             try:
@@ -309,6 +418,7 @@ class EngineClient:
         child; the ``DoneEvent`` then says ``cancelled``.
         """
         async with self._lock:
+            await self._settle()
             rid = next(self._ids)
             pending = self._register(rid)
             finished = False
@@ -334,19 +444,18 @@ class EngineClient:
                 if not finished and self.running:
                     with contextlib.suppress(EngineError):
                         await self._send(CancelRequest(rid))
-                    # Drain until the child confirms, so the next request starts clean.
-                    with contextlib.suppress(EngineError, asyncio.TimeoutError):
-                        while True:
-                            event = await asyncio.wait_for(self._next(pending), 30.0)
-                            if isinstance(event, DoneEvent):
-                                break
-                self._pending.pop(rid, None)
+                    # The child confirms in the background: the caller (Esc) does not wait,
+                    # the next request does (``_settle``).
+                    self._draining = asyncio.create_task(self._drain(rid, pending))
+                else:
+                    self._pending.pop(rid, None)
 
     async def bench(self, prompt_tokens: int, gen_tokens: int, seed: int = 0) -> BenchEvent:
         """One llama-bench-style measurement of the loaded model (``BenchRequest``). It clears
         the KV cache; the engine keeps the conversation's aside for the next ``load`` with
         ``keep_kv``. Cancelling stops it after the token at hand."""
         async with self._lock:
+            await self._settle()
             rid = next(self._ids)
             pending = self._register(rid)
             try:
@@ -381,3 +490,14 @@ class EngineClient:
                 done = event
         assert done is not None
         return done
+
+
+def _process_state(pid: int) -> str | None:
+    """A process's state letter from ``/proc/PID/stat`` (``T`` stopped, ``D`` in the kernel),
+    or None where there is no /proc or the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0].decode("ascii", "replace") if fields else None

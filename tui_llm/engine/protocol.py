@@ -295,6 +295,18 @@ class BenchEvent:
 
 
 @dataclass(frozen=True)
+class HeartbeatEvent:
+    """Sent every ``HEARTBEAT_INTERVAL_S`` by a thread of its own, even while llama.cpp computes:
+    an engine that is busy keeps sending them, one that is stopped or hung sends nothing."""
+
+    request_id: int = 0
+    type: Literal["heartbeat"] = "heartbeat"
+
+
+HEARTBEAT_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
 class DevicesEvent:
     request_id: int
     devices: tuple[DeviceInfo, ...]
@@ -302,7 +314,14 @@ class DevicesEvent:
 
 
 ErrorKind = Literal[
-    "bad_model", "out_of_memory", "cancelled", "not_loaded", "bad_request", "internal", "crashed"
+    "bad_model",
+    "out_of_memory",
+    "cancelled",
+    "not_loaded",
+    "bad_request",
+    "internal",
+    "crashed",
+    "not_answering",
 ]
 
 
@@ -336,6 +355,7 @@ Event = (
     | BenchEvent
     | DevicesEvent
     | ErrorEvent
+    | HeartbeatEvent
 )
 
 _TYPES: dict[str, type[Any]] = {

@@ -30,6 +30,7 @@ from tui_llm.engine.load_params import (
 from tui_llm.engine.logparse import parse_load_log
 from tui_llm.engine.logsink import LogSink
 from tui_llm.engine.protocol import (
+    HEARTBEAT_INTERVAL_S,
     BenchRequest,
     CancelRequest,
     DevicesEvent,
@@ -39,6 +40,7 @@ from tui_llm.engine.protocol import (
     ErrorKind,
     Event,
     GenerateRequest,
+    HeartbeatEvent,
     LoadedEvent,
     LoadRequest,
     LoadSettings,
@@ -101,6 +103,22 @@ class Worker:
                 self._queue.put(message)  # type: ignore[arg-type]
         self._shutdown = True
         self._queue.put(None)
+
+    def heartbeat(self) -> None:
+        """Say "alive" every ``HEARTBEAT_INTERVAL_S`` until shutdown, from a thread of its own.
+
+        llama.cpp's calls release the GIL, so this keeps going while a long prompt is processed on
+        a slow CPU: "busy" and "stopped" differ. A stopped process (SIGSTOP, a machine swapping
+        itself to death, Python wedged holding the GIL) sends nothing. A call that never returns
+        inside llama.cpp still looks busy: that needs a progress deadline, which prompt
+        processing on a slow CPU would trip.
+        """
+        while not self._shutdown:
+            try:
+                self.send(HeartbeatEvent())
+            except (BrokenPipeError, ValueError, OSError):
+                return  # the client is gone; the reader thread's EOF ends the process
+            time.sleep(HEARTBEAT_INTERVAL_S)
 
     def is_cancelled(self, request_id: int) -> bool:
         return self._shutdown or request_id in self._cancelled
@@ -186,9 +204,12 @@ class Worker:
                 ErrorEvent(rid, "bad_request", f"unknown KV cache type {settings.kv_cache_type}")
             )
             return
+        for endpoint in settings.rpc_servers:
+            registered = _register_rpc_server(endpoint)
+            if registered is not None:
+                self.send(ErrorEvent(rid, *registered))
+                return
         try:
-            for endpoint in settings.rpc_servers:
-                native.add_rpc_server(endpoint)
             overrides = native.tensor_buft_overrides(tensor_overrides(settings))
             problem = placement_problem(settings, native.list_devices())
             if problem is not None:
@@ -364,6 +385,40 @@ class Worker:
         )
 
 
+def _register_rpc_server(endpoint: str) -> tuple[ErrorKind, str] | None:
+    """Register an RPC server with llama.cpp under a deadline: None, or what went wrong.
+
+    llama.cpp's hello has no timeout: a server that accepts and never answers (one serving
+    another client) would hold the engine for ever. The call runs on a thread of its own; past
+    ``HELLO_TIMEOUT_S`` it is left behind, and the error's kind (``not_answering``) tells the
+    client to replace this engine, whose thread may yet register the device.
+    """
+    from tui_llm.engine import native
+    from tui_llm.engine.rpc_endpoint import HELLO_TIMEOUT_S
+
+    outcome: list[BaseException | None] = []
+
+    def register() -> None:
+        try:
+            native.add_rpc_server(endpoint)
+        except RuntimeError as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=register, name=f"rpc-hello {endpoint}", daemon=True)
+    thread.start()
+    thread.join(HELLO_TIMEOUT_S)
+    if not outcome:
+        return (
+            "not_answering",
+            f"the RPC server at {endpoint} accepted the connection but did not answer in "
+            f"{HELLO_TIMEOUT_S:g} s (is it serving another client?)",
+        )
+    error = outcome[0]
+    return None if error is None else ("bad_request", _one_line(error))
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
@@ -398,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(proto_out, sink, log_path)
     reader = threading.Thread(target=worker.reader, args=(proto_in,), daemon=True)
     reader.start()
+    threading.Thread(target=worker.heartbeat, daemon=True).start()
     worker.run()
     proto_out.close()
     return 0

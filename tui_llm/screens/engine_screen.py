@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from textual.screen import Screen
 from tui_llm.catalog.demo import DEMO_NOTE, is_demo_model
 from tui_llm.config import model_file_identity
 from tui_llm.conversation import Conversation
-from tui_llm.engine.client import EngineError
+from tui_llm.engine.client import STOP_WAIT_S, EngineError
 from tui_llm.engine.protocol import LoadedEvent, LoadSettings
 from tui_llm.placement import experts_text
 from tui_llm.store.recorder import ConversationRecorder
@@ -188,7 +189,7 @@ class EngineScreen(Screen[None]):
             self.model_loading = False
             panel.status = ""
             notify_literal(self, str(exc), title="Load failed", severity="error", timeout=10)
-            if previous is not None and exc.kind != "cancelled":
+            if previous is not None and exc.kind not in ("cancelled", "not_answering"):
                 panel.status = f"Reloading {file_name(previous.model_path)}…"
                 self.run_load(previous, restoring=True)
             else:
@@ -265,17 +266,16 @@ class EngineScreen(Screen[None]):
 
     @work(group="engine-restart", exclusive=True)
     async def action_restart_engine(self) -> None:
-        """After a crash: a fresh engine, the same model with half the GPU layers."""
+        """After a crash: a fresh engine, the same model with half the GPU layers. After the
+        engine stopped answering: the silent one killed, a fresh one with the same layers."""
         if self.tui.engine.running and self.loaded is not None:
             notify_literal(self, "The engine is running.")
             return
         settings = self.tui.session.last_settings
-        if settings is None:
+        crash = self.tui.engine.crash
+        stalled = crash is not None and crash.kind == "not_answering"
+        if settings is None and not stalled:
             return
-        layers = settings.offload_layers
-        total = self.query_one(OffloadPanel).total_layers or 1
-        current = total if layers == "all" else int(layers)
-        fewer = max(0, current // 2)
         self.show_banner("")
         try:
             await self.tui.engine.start()
@@ -286,26 +286,37 @@ class EngineScreen(Screen[None]):
         if not self.app.is_running:
             return
         self.tui.monitor_engine_pid(self.tui.engine.pid)
+        self.update_status()
+        if settings is None:
+            return  # nothing was loaded: the new engine is all there is to do
+        layers = settings.offload_layers
+        total = self.query_one(OffloadPanel).total_layers or 1
+        current = total if layers == "all" else int(layers)
+        fewer = current if stalled else max(0, current // 2)
         self.run_load(replace(settings, offload_layers=fewer), new_model=False)
 
     def on_engine_crashed(self, error: EngineError) -> None:
         self.tui.session.crashed()
-        self.show_banner(
-            f"{error} — the conversation is kept. Press F5 to restart the engine with fewer GPU "
-            "layers."
-        )
+        if error.kind == "not_answering":
+            action = "Press F5 to kill it and start a new one."
+        else:
+            action = "Press F5 to restart the engine with fewer GPU layers."
+        self.show_banner(f"{error} — the conversation is kept. {action}")
         self.update_status()
 
     async def stop_reply(self) -> None:
-        """Stop a streaming reply and wait until the engine has stopped."""
+        """Stop a streaming reply: the engine's own end (with its figures) when it comes within
+        ``STOP_WAIT_S``, else the reply is cut here and the engine finishes in the background."""
         task = self._reply_task
         if task is None:
             return
         await self.tui.engine.cancel_all()
         try:
-            await asyncio.wait_for(asyncio.shield(task), 30)
+            await asyncio.wait_for(asyncio.shield(task), STOP_WAIT_S)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, STOP_WAIT_S)
 
     # ---- status line --------------------------------------------------------------------------
 

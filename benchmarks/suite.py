@@ -102,6 +102,19 @@ BENCHMARKS = (
         "the offload sweep's tokens/s vs llama-cpp-python driven directly, same settings",
         "~3 min / ~30 s",
     ),
+    Benchmark(
+        "reliability",
+        "benchmarks.bench_reliability",
+        "docs/reliability.md",
+        (
+            "reliability.engine_faults",
+            "reliability.soak",
+            "reliability.data_safety",
+            "reliability.input_abuse",
+        ),
+        "engine faults, the reload soak, SIGKILL of the UI and of a settings write, input abuse",
+        "~30 min / ~5 min",
+    ),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

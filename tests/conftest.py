@@ -35,7 +35,13 @@ def rpc_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """RPC tests skip, with the reason, on a build without RPC; CI sets TUI_LLM_REQUIRE_RPC=1."""
+    """Long runs skip unless ``-m`` names them; RPC tests skip, with the reason, on a build
+    without RPC (CI sets TUI_LLM_REQUIRE_RPC=1)."""
+    if "long" not in (config.option.markexpr or ""):
+        long_run = pytest.mark.skip(reason="a long run: select it with pytest -m long")
+        for item in items:
+            if "long" in item.keywords:
+                item.add_marker(long_run)
     if rpc_available() or os.environ.get("TUI_LLM_REQUIRE_RPC") == "1":
         return
     skip = pytest.mark.skip(

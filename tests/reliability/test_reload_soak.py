@@ -1,0 +1,48 @@
+"""The reload soak (docs/reliability.md, "Reload soak"): offload, context and model changes in
+a row on the RPC device with a reply after each; the UI's memory and file descriptors stay
+bounded, one engine runs and none is left, the engine's and the RPC server's memory come back
+after each unload. The default run does six changes; ``pytest -m long`` does a hundred."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.reliability.harness import RpcServer
+from benchmarks.reliability.soak import run_soak
+
+MiB = 2**20
+
+
+async def soak(changes: int, models: tuple[Path, Path], tmp_path: Path, user_dirs: Path) -> None:
+    with RpcServer(tmp_path / "rpc.log") as rpc:
+        result = await run_soak(models, rpc, user_dirs, changes=changes)
+    print(f"\n{result}")
+    assert result.errors == []
+    assert len(result.steps) == changes
+    assert {step.engines for step in result.steps} == {1}
+    assert result.engines_after_quit == 0
+    assert not [f for f in result.leftover_files if f.endswith(".tmp")], result.leftover_files
+    assert result.ui_fd_growth <= 2
+    assert result.ui_rss_growth < 40 * MiB
+    # Unloaded, the engine and the RPC server hold the same memory every time.
+    assert result.unloaded_spread("rpc_rss") < 16 * MiB, result.unloaded
+    assert result.unloaded_spread("engine_rss") < 24 * MiB, result.unloaded
+    # The same model, layers and context take the same memory on the device each time.
+    assert result.per_config_spread("rpc_rss") < 16 * MiB
+
+
+@pytest.mark.rpc
+async def test_six_reloads_leave_nothing_behind(
+    smollm2: Path, model_8l: Path, tmp_path: Path, user_dirs: Path
+) -> None:
+    await soak(6, (smollm2, model_8l), tmp_path, user_dirs)
+
+
+@pytest.mark.long
+@pytest.mark.rpc
+async def test_a_hundred_reloads(
+    smollm2: Path, model_8l: Path, tmp_path: Path, user_dirs: Path
+) -> None:
+    await soak(100, (smollm2, model_8l), tmp_path, user_dirs)

@@ -112,7 +112,8 @@ def many_lines_action(lines: int) -> Check:
 
 def open_long_conversation(store: ConversationStore, count: int) -> Check:
     async def action(pilot: Pilot[Any], app: TuiLlmApp) -> tuple[bool, str]:
-        """A stored conversation of ``count`` messages opened, scrolled end to end, answered."""
+        """A stored conversation of ``count`` messages opened, scrolled end to end, sent one
+        more message: every message shown, and a reply or a line saying the context is full."""
         conversation = store.new_conversation(None, "", title="a long one")
         for n in range(count):
             store.add_message(conversation, "user" if n % 2 == 0 else "assistant", f"message {n}")
@@ -125,8 +126,12 @@ def open_long_conversation(store: ConversationStore, count: int) -> Check:
         await send(pilot, app, "and one more")
         turns = len(screen.conversation.turns)
         shown = len(screen.chat_view.messages())
-        ok = turns == count + 2 and shown == count + 2
-        return ok, f"{shown} messages on screen, {turns} in the conversation after a reply"
+        last = screen.chat_view.messages()[-1]
+        stats = str(last.query_one(".stats").render())
+        # Longer than the context, the conversation gets no reply but a line that says so.
+        answered = turns == count + 2 or (turns == count + 1 and "context" in stats)
+        ok = shown == count + 2 and answered
+        return ok, f"{shown} messages on screen, {turns} in the conversation; {stats[:90]}"
 
     return action
 

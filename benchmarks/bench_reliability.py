@@ -2,7 +2,8 @@
 safety, input abuse. Each part drives the real app and real processes; models, settings, logs
 and databases go to a temporary folder, never to the user's directories.
 
-    .venv/bin/python -m benchmarks --only reliability          # every part, full runs (~25 min)
+    .venv/bin/python -m benchmarks --only reliability          # every part, full runs (~35 min)
+    .venv/bin/python -m benchmarks --only reliability-soak     # one part, its section written
     .venv/bin/python -m benchmarks.bench_reliability --part soak [--quick]   # one part, printed
 """
 
@@ -117,6 +118,22 @@ def collect(quick: bool, parts: tuple[str, ...] = tuple(PARTS)) -> dict[str, str
         ):
             sections[name] = measure(Path(folder), quick)
     return sections
+
+
+def collect_faults(quick: bool) -> dict[str, str]:
+    return collect(quick, ("faults",))
+
+
+def collect_soak(quick: bool) -> dict[str, str]:
+    return collect(quick, ("soak",))
+
+
+def collect_data(quick: bool) -> dict[str, str]:
+    return collect(quick, ("data",))
+
+
+def collect_abuse(quick: bool) -> dict[str, str]:
+    return collect(quick, ("abuse",))
 
 
 def main(argv: list[str] | None = None) -> int:

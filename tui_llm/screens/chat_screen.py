@@ -274,12 +274,12 @@ class ChatScreen(EngineScreen):
         self.conversation = stored.to_conversation()
         self.recorder.resume(stored)
         await self.chat_view.clear_messages()
-        for message in stored.messages:
-            if message.role == "system":
-                continue
-            view = await self.chat_view.add_message(
-                message.role, message.content, message.reasoning, self.tui.settings.show_thinking
-            )
+        shown = [message for message in stored.messages if message.role != "system"]
+        views = await self.chat_view.add_messages(
+            [(message.role, message.content, message.reasoning) for message in shown],
+            self.tui.settings.show_thinking,
+        )
+        for message, view in zip(shown, views, strict=True):
             stats = message.reply_stats()
             if stats is not None:
                 view.thinking.title = thinking_title(stats)

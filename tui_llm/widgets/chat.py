@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Collapsible, Markdown, Static
@@ -202,6 +204,10 @@ class MessageView(Vertical):
         self._stats.update(literal(text))
 
 
+MOUNT_BATCH = 50
+"""Messages mounted at once when a stored conversation opens."""
+
+
 class ChatView(VerticalScroll):
     """The scrolling list of messages."""
 
@@ -232,6 +238,23 @@ class ChatView(VerticalScroll):
         await self.mount(view)
         self.scroll_end(animate=False)
         return view
+
+    async def add_messages(
+        self, messages: Sequence[tuple[str, str, str]], show_thinking: bool = False
+    ) -> list[MessageView]:
+        """Add (role, content, reasoning) messages at the end, ``MOUNT_BATCH`` at a time.
+
+        One mount per batch, not per message: each mount lays out every message already there,
+        so a conversation of thousands opened one by one took quadratic time with the screen
+        frozen; between batches the app keeps drawing and reading keys.
+        """
+        for empty in self.query(".empty"):
+            await empty.remove()
+        views = [MessageView(*message, show_thinking) for message in messages]
+        for start in range(0, len(views), MOUNT_BATCH):
+            await self.mount_all(views[start : start + MOUNT_BATCH])
+        self.scroll_end(animate=False)
+        return views
 
     def messages(self) -> list[MessageView]:
         return list(self.query(MessageView))

@@ -46,3 +46,31 @@ async def test_a_hundred_reloads(
     smollm2: Path, model_8l: Path, tmp_path: Path, user_dirs: Path
 ) -> None:
     await soak(100, (smollm2, model_8l), tmp_path, user_dirs)
+
+
+async def test_a_cleared_chat_and_a_replaced_model_are_freed(model_8l: Path) -> None:
+    """The app freezes long-lived objects (shorter collections while replies stream); what a
+    freeze kept and the app later dropped must still be freed, or memory grows with every
+    reload and every new chat."""
+    import gc
+    import weakref
+
+    from benchmarks.reliability.harness import build_app, send, wait_loaded
+    from tui_llm.widgets.chat import ChatView
+
+    app = build_app(model_8l)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main_screen
+        await wait_loaded(pilot, app)
+        await send(pilot, app, "hello")
+        await pilot.pause(0.2)  # the reply's collect-and-freeze runs after the next refresh
+        view = weakref.ref(screen.query_one(ChatView).messages()[-1])
+        first_load = weakref.ref(screen.loaded)
+        assert gc.get_freeze_count() > 0
+        await pilot.press("ctrl+n")
+        screen.load_model(model_8l, offload=1)
+        await wait_loaded(pilot, app)
+        await pilot.pause(0.2)
+        gc.collect()
+        assert view() is None
+        assert first_load() is None

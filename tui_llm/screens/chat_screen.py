@@ -19,7 +19,7 @@ from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
 from tui_llm.markdown_code import code_blocks
 from tui_llm.messages import PromptSubmitted
-from tui_llm.screens.engine_screen import EngineScreen
+from tui_llm.screens.engine_screen import EngineScreen, collect_all_and_freeze
 from tui_llm.widgets.chat import format_stats, thinking_title
 from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.prompt import PromptInput
@@ -241,6 +241,8 @@ class ChatScreen(EngineScreen):
         self._n_past = 0
         await self.chat_view.clear_messages()
         self.update_status()
+        # The old chat's widgets were frozen with the survivors of its replies.
+        self.call_after_refresh(collect_all_and_freeze)
 
     def action_history(self) -> None:
         """Saved conversations (F3): pick one to carry on with the loaded model."""

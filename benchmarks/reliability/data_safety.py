@@ -76,16 +76,25 @@ def chat_text(screen: str) -> str:
     return " ".join(" ".join(lines).split())
 
 
-def reply_tail(screen: str, chars: int = 60) -> str:
-    """The end of the last reply on screen (before its figures line, if it has one)."""
-    text = chat_text(screen)
+FIGURES = re.compile(r"\d+ tokens · ")
+WORD = re.compile(r"[A-Za-z0-9']+")
+
+
+def reply_tail(screen: str, words: int = 8) -> tuple[str, ...]:
+    """The last words of the reply streaming on screen: the text after the last figures line
+    (earlier replies end with one) and after its "Assistant" header where that is in view,
+    up to the message box. Words only: Markdown's rendering changes the marks around them."""
+    text = FIGURES.split(chat_text(screen))[-1]
     at = text.rfind("Assistant ")
-    if at < 0:
-        return ""
-    reply = text[at + len("Assistant ") :]
-    reply = re.split(r"\d+ tokens · ", reply)[0]
-    reply = reply.split("▊")[0].strip()
-    return reply[-chars:]
+    reply = text[at + len("Assistant ") :] if at >= 0 else text
+    reply = reply.split("▊")[0]
+    return tuple(WORD.findall(reply)[-words:])
+
+
+def holds(saved: str, tail: tuple[str, ...]) -> bool:
+    """Whether the words of ``tail`` follow each other in ``saved``."""
+    joined = " ".join(WORD.findall(saved))
+    return f" {' '.join(tail)} " in f" {joined} "
 
 
 def kill_run(run: int, model: Path, root: Path, rng: random.Random) -> KillRun:
@@ -191,15 +200,19 @@ def _check_database(result: KillRun, root: Path, captures: list[Capture], killed
     for role, content in rows:
         if role == "user":
             result.saved_user |= {m[0] for m in TAG.finditer(content) if m[1] == str(result.run)}
-    replies = [" ".join(c.split()) for r, c in rows if r == "assistant"]
+    replies = [c for r, c in rows if r == "assistant"]
     saved = replies[-1] if replies else ""
     last_tag = max(result.shown_user, key=lambda t: int(t.split("-")[2]), default=None)
-    latest = [c for c in captures if last_tag and last_tag in chat_text(c.text)]
+    # The captures since the last message was sent (its reply may scroll it out of view).
+    first = next(
+        (i for i, c in enumerate(captures) if last_tag and last_tag in chat_text(c.text)), None
+    )
+    latest = captures[first:] if first is not None else []
     tails = [(c.at, reply_tail(c.text)) for c in latest]
     tails = [(at, tail) for at, tail in tails if tail]
     if not tails:
         return
-    held = [at for at, tail in tails if tail in saved]
+    held = [at for at, tail in tails if holds(saved, tail)]
     result.reply_lost_s = killed - max(held) if held else killed - tails[0][0]
 
 

@@ -21,6 +21,7 @@ from benchmarks.sections import markdown_table
 from tui_llm.app import TuiLlmApp
 from tui_llm.engine.protocol import SamplingParams
 from tui_llm.messages import ApplyLoadSettings
+from tui_llm.screens.chat_screen import SHOWN_ON_OPEN
 from tui_llm.store.conversations import ConversationStore
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
@@ -119,7 +120,8 @@ def open_long_conversation(store: ConversationStore, count: int) -> Check:
             store.add_message(conversation, "user" if n % 2 == 0 else "assistant", f"message {n}")
         screen = app.main_screen
         await screen.open_conversation(conversation)
-        await poll(pilot, lambda: len(screen.chat_view.messages()) == count, 300, 0.05)
+        expected = min(count, SHOWN_ON_OPEN)
+        await poll(pilot, lambda: len(screen.chat_view.messages()) == expected, 300, 0.05)
         for key in ("home", "end", "pageup", "pagedown"):
             screen.chat_view.focus()
             await pilot.press(key)
@@ -130,7 +132,8 @@ def open_long_conversation(store: ConversationStore, count: int) -> Check:
         stats = str(last.query_one(".stats").render())
         # Longer than the context, the conversation gets no reply but a line that says so.
         answered = turns == count + 2 or (turns == count + 1 and "context" in stats)
-        ok = shown == count + 2 and answered
+        # The app shows the last SHOWN_ON_OPEN on opening, and says how many are not shown.
+        ok = shown == min(count, SHOWN_ON_OPEN) + 2 and answered
         return ok, f"{shown} messages on screen, {turns} in the conversation; {stats[:90]}"
 
     return action
@@ -149,7 +152,16 @@ def key_repeat_action(repeat: int) -> Check:
             loads.append(args[0])
             return await engine_load(*args, **kwargs)
 
+        said: list[str] = []
+        app_notify = app.notify
+
+        def recording_notify(message: str, *args: Any, **kwargs: Any) -> None:
+            said.append(f"{kwargs.get('title', '')}: {message}")
+            app_notify(message, *args, **kwargs)
+
         app.engine.load = counting_load  # type: ignore[method-assign]
+        app.notify = recording_notify  # type: ignore[method-assign]
+        before = screen.loaded.settings if screen.loaded is not None else None
         pressed = 0
         started = time.perf_counter()
 
@@ -176,13 +188,20 @@ def key_repeat_action(repeat: int) -> Check:
             await press(*["escape"] * repeat)
             await poll(pilot, lambda: screen is app.screen, 30)
             per_key = (time.perf_counter() - started) / pressed
-            ok = len(loads) == 1 and screen.loaded is not None and not panel.dirty
+            # A combination llama.cpp refuses (a quantized V cache without flash attention)
+            # fails, is said, and the model loaded before comes back: a second load.
+            asked = [s for s in loads if s != before]
+            failed = [m for m in said if "load failed" in m.lower()]
+            ok = len(asked) == 1 and screen.loaded is not None and not panel.dirty
+            back = " (it failed; the previous settings were loaded again)" if failed else ""
             return ok, (
-                f"{pressed} keys, {per_key * 1000:.0f} ms per key through Pilot; {len(loads)} "
-                "reload from 50 Enters; back on the chat with the model loaded"
+                f"{pressed} keys ({per_key * 1000:.0f} ms each as Pilot waits for the app to "
+                f"settle); {len(asked)} reload from 50 Enters{back}; back on the chat with the "
+                "model loaded"
             )
         finally:
             app.engine.load = engine_load  # type: ignore[method-assign]
+            app.notify = app_notify  # type: ignore[method-assign]
 
     return action
 
@@ -218,6 +237,7 @@ async def run_abuse(model: Path, database: Path, quick: bool = False) -> list[Ab
     app = build_app(model, SamplingParams(temperature=0.0, max_tokens=8), store=store)
     probe = LatenessProbe()
     cases: list[AbuseCase] = []
+    long_conversation = 300 if quick else LONG_CONVERSATION
     try:
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_loaded(pilot, app)
@@ -226,11 +246,11 @@ async def run_abuse(model: Path, database: Path, quick: bool = False) -> list[Ab
                 ("1 MiB paste into the message box", paste_1mb),
                 ("that 1 MiB sent (longer than the 512-token context)", send_too_long),
                 ("10,000-line message sent", many_lines_action(1000 if quick else 10_000)),
-                ("key repeat on every control", key_repeat_action(20 if quick else 100)),
+                ("key repeat on every control", key_repeat_action(8 if quick else 100)),
                 ("resizing during a reload", resize_during_reload),
                 (
-                    f"a conversation of {LONG_CONVERSATION:,} messages opened and answered",
-                    open_long_conversation(store, 300 if quick else LONG_CONVERSATION),
+                    f"a stored conversation of {long_conversation:,} messages opened, one sent",
+                    open_long_conversation(store, long_conversation),
                 ),
             ]
             for name, action in plan:

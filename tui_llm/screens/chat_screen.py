@@ -24,6 +24,10 @@ from tui_llm.widgets.chat import format_stats, thinking_title
 from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.prompt import PromptInput
 
+SHOWN_ON_OPEN = 200
+"""Messages shown when a stored conversation opens: every message on screen is laid out again
+whenever one is added, so thousands of them froze the app for seconds at a time."""
+
 
 class ChatScreen(EngineScreen):
     """The conversation with the loaded model; a reply streams while the UI stays live."""
@@ -277,6 +281,13 @@ class ChatScreen(EngineScreen):
         self.recorder.resume(stored)
         await self.chat_view.clear_messages()
         shown = [message for message in stored.messages if message.role != "system"]
+        hidden = max(0, len(shown) - SHOWN_ON_OPEN)
+        if hidden:
+            await self.chat_view.add_note(
+                f"{hidden:,} earlier messages are not shown; they are still part of the "
+                "conversation."
+            )
+            shown = shown[hidden:]
         views = await self.chat_view.add_messages(
             [(message.role, message.content, message.reasoning) for message in shown],
             self.tui.settings.show_thinking,

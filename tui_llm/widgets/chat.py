@@ -214,6 +214,7 @@ class ChatView(VerticalScroll):
     DEFAULT_CSS = """
     ChatView { height: 1fr; padding: 0 1; }
     ChatView > .empty { color: $text-muted; padding: 1 2; }
+    ChatView > .note { color: $text-muted; padding: 0 2 1 2; }
     """
 
     def __init__(self, empty_text: str = "", id: str | None = None) -> None:
@@ -255,6 +256,12 @@ class ChatView(VerticalScroll):
             await self.mount_all(views[start : start + MOUNT_BATCH])
         self.scroll_end(animate=False)
         return views
+
+    async def add_note(self, text: str) -> None:
+        """A dimmed line between messages (plain text), e.g. that earlier ones are not shown."""
+        for empty in self.query(".empty"):
+            await empty.remove()
+        await self.mount(TextLine(text, classes="note", hide_empty=False))
 
     def messages(self) -> list[MessageView]:
         return list(self.query(MessageView))

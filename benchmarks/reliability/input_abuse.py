@@ -246,7 +246,7 @@ async def run_abuse(model: Path, database: Path, quick: bool = False) -> list[Ab
                 ("1 MiB paste into the message box", paste_1mb),
                 ("that 1 MiB sent (longer than the 512-token context)", send_too_long),
                 ("10,000-line message sent", many_lines_action(1000 if quick else 10_000)),
-                ("key repeat on every control", key_repeat_action(8 if quick else 100)),
+                ("key repeat on every control", key_repeat_action(8 if quick else 50)),
                 ("resizing during a reload", resize_during_reload),
                 (
                     f"a stored conversation of {long_conversation:,} messages opened, one sent",

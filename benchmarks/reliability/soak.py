@@ -82,6 +82,13 @@ class SoakResult:
     def unloaded_spread(self, which: str) -> int:
         return self.spread([getattr(u, which) or 0 for u in self.unloaded])
 
+    def unloaded_trend(self, which: str) -> int:
+        """The mean unloaded RSS of the last quarter of unloads less that of the first quarter
+        (bytes): how much a process's empty level rose over the soak."""
+        values = [getattr(u, which) or 0 for u in self.unloaded]
+        quarter = max(1, len(values) // 4)
+        return (sum(values[-quarter:]) - sum(values[:quarter])) // quarter if values else 0
+
     def per_config_spread(self, which: str) -> int:
         """The largest difference between two steps with the same configuration (bytes)."""
         by_config: dict[str, list[int]] = {}
@@ -275,6 +282,11 @@ def report(result: SoakResult) -> str:
                 'RPC server RSS unloaded (the "VRAM")',
                 f"{mib(min(un_rpc))}-{mib(max(un_rpc))} MiB "
                 f"(before the soak {mib(base.rpc_rss or 0) if base else '?'} MiB)",
+            ),
+            (
+                "unloaded level, last quarter of the unloads less the first quarter",
+                f"engine {result.unloaded_trend('engine_rss') / MiB:+.1f} MiB, RPC server "
+                f"{result.unloaded_trend('rpc_rss') / MiB:+.1f} MiB",
             ),
             (
                 "largest spread between steps with the same model, layers and context",

@@ -77,24 +77,30 @@ def chat_text(screen: str) -> str:
 
 
 FIGURES = re.compile(r"\d+ tokens · ")
+MESSAGE_BOX = "Message · Enter send"
 WORD = re.compile(r"[A-Za-z0-9']+")
 
 
-def reply_tail(screen: str, words: int = 8) -> tuple[str, ...]:
-    """The last words of the reply streaming on screen: the text after the last figures line
-    (earlier replies end with one) and after its "Assistant" header where that is in view,
-    up to the message box. Words only: Markdown's rendering changes the marks around them."""
-    text = FIGURES.split(chat_text(screen))[-1]
+def reply_tail(screen: str, after: str, words: int = 8) -> tuple[str, ...]:
+    """The last words of the reply to the message tagged ``after``: past the tag and the
+    "Assistant" header where they are in view, before its figures line if it has ended, above
+    the message box. Words only, the last one dropped (it may be half streamed, or clipped by a
+    code block's edge): Markdown's rendering changes the marks around them."""
+    text = chat_text(screen).split(MESSAGE_BOX)[0]
+    text = text[text.rfind(after) :] if after in text else text
     at = text.rfind("Assistant ")
+    if after in text and at < 0:
+        return ()  # the reply has not started
     reply = text[at + len("Assistant ") :] if at >= 0 else text
-    reply = reply.split("▊")[0]
-    return tuple(WORD.findall(reply)[-words:])
+    reply = FIGURES.split(reply)[0]
+    return tuple(WORD.findall(reply)[-words - 1 : -1])
 
 
 def holds(saved: str, tail: tuple[str, ...]) -> bool:
-    """Whether the words of ``tail`` follow each other in ``saved``."""
-    joined = " ".join(WORD.findall(saved))
-    return f" {' '.join(tail)} " in f" {joined} "
+    """Whether the words of ``tail`` appear in order in ``saved`` (a code block's clipped
+    lines leave words out of the screen's copy)."""
+    remaining = iter(WORD.findall(saved))
+    return all(any(word == have for have in remaining) for word in tail)
 
 
 def kill_run(run: int, model: Path, root: Path, rng: random.Random) -> KillRun:
@@ -208,7 +214,7 @@ def _check_database(result: KillRun, root: Path, captures: list[Capture], killed
         (i for i, c in enumerate(captures) if last_tag and last_tag in chat_text(c.text)), None
     )
     latest = captures[first:] if first is not None else []
-    tails = [(c.at, reply_tail(c.text)) for c in latest]
+    tails = [(c.at, reply_tail(c.text, last_tag or "")) for c in latest]
     tails = [(at, tail) for at, tail in tails if tail]
     if not tails:
         return

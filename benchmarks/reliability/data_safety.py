@@ -81,12 +81,17 @@ MESSAGE_BOX = "Message · Enter send"
 WORD = re.compile(r"[A-Za-z0-9']+")
 
 
+def chat_above_box(screen: str) -> str:
+    """The chat's text without the message box (where a message is typed before it is sent)."""
+    return chat_text(screen).split(MESSAGE_BOX)[0]
+
+
 def reply_tail(screen: str, after: str, words: int = 8) -> tuple[str, ...]:
     """The last words of the reply to the message tagged ``after``: past the tag and the
     "Assistant" header where they are in view, before its figures line if it has ended, above
     the message box. Words only, the last one dropped (it may be half streamed, or clipped by a
     code block's edge): Markdown's rendering changes the marks around them."""
-    text = chat_text(screen).split(MESSAGE_BOX)[0]
+    text = chat_above_box(screen)
     text = text[text.rfind(after) :] if after in text else text
     at = text.rfind("Assistant ")
     if after in text and at < 0:
@@ -211,7 +216,8 @@ def _check_database(result: KillRun, root: Path, captures: list[Capture], killed
     last_tag = max(result.shown_user, key=lambda t: int(t.split("-")[2]), default=None)
     # The captures since the last message was sent (its reply may scroll it out of view).
     first = next(
-        (i for i, c in enumerate(captures) if last_tag and last_tag in chat_text(c.text)), None
+        (i for i, c in enumerate(captures) if last_tag and last_tag in chat_above_box(c.text)),
+        None,
     )
     latest = captures[first:] if first is not None else []
     tails = [(c.at, reply_tail(c.text, last_tag or "")) for c in latest]

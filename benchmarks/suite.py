@@ -39,7 +39,7 @@ class Benchmark:
     """One script in ``benchmarks/``: the sections its ``collect`` returns, and their page."""
 
     name: str  # for --only
-    module: str
+    module: str  # its ``collect(quick)``; "module:function" names another function
     page: str  # relative to the repository root
     sections: tuple[str, ...]
     about: str
@@ -117,6 +117,42 @@ BENCHMARKS = (
         ("sweep",),
         "the offload sweep's tokens/s vs llama-cpp-python driven directly, same settings",
         "~3 min / ~30 s",
+    ),
+    Benchmark(
+        "reliability-faults",
+        "benchmarks.bench_reliability:collect_faults",
+        "docs/reliability.md",
+        ("reliability.engine_faults",),
+        "engine faults: SIGKILL, SIGSEGV, SIGABRT, SIGSTOP of the engine (and the RPC server) "
+        "at load, prompt and reply, on the CPU and the RPC device",
+        "~8 min / ~2 min",
+    ),
+    Benchmark(
+        "reliability-soak",
+        "benchmarks.bench_reliability:collect_soak",
+        "docs/reliability.md",
+        ("reliability.soak",),
+        "the reload soak: 100 offload, context and model changes on the RPC device; UI memory "
+        "and fds, engine and RPC server memory",
+        "~4 min / ~30 s",
+    ),
+    Benchmark(
+        "reliability-data",
+        "benchmarks.bench_reliability:collect_data",
+        "docs/reliability.md",
+        ("reliability.data_safety",),
+        "data safety: 50 SIGKILLs of tui-llm in tmux against one SQLite file, 50 of a "
+        "settings write",
+        "~12 min / ~1.5 min",
+    ),
+    Benchmark(
+        "reliability-abuse",
+        "benchmarks.bench_reliability:collect_abuse",
+        "docs/reliability.md",
+        ("reliability.input_abuse",),
+        "input abuse: 1 MiB paste, 10,000 lines, a prompt over the context, 3,000 messages, "
+        "key repeat, resizing; event-loop lateness",
+        "~10 min / ~2 min",
     ),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
@@ -227,8 +263,9 @@ def run_one(benchmark: Benchmark, quick: bool) -> Outcome:
 
 def collect_in_this_process(name: str, quick: bool, out: Path) -> int:
     """The child's side of ``run_one``: call the module's ``collect`` and write its sections."""
-    module = importlib.import_module(BY_NAME[name].module)
-    sections: dict[str, str] = module.collect(quick)
+    module_name, _, function = BY_NAME[name].module.partition(":")
+    module = importlib.import_module(module_name)
+    sections: dict[str, str] = getattr(module, function or "collect")(quick)
     out.write_text(json.dumps(sections), encoding="utf-8")
     return 0
 
@@ -272,6 +309,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     chosen = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(BY_NAME)
+    # A group name stands for its members: "reliability" for reliability-faults, -soak, ...
+    chosen = [
+        member
+        for n in chosen
+        for member in (
+            [n] if n in BY_NAME else [b for b in BY_NAME if b.startswith(f"{n}-")] or [n]
+        )
+    ]
     unknown = [n for n in chosen if n not in BY_NAME]
     if unknown or not chosen:
         parser.error(f"--only: unknown benchmark {', '.join(unknown) or '(none)'}; known: {names}")

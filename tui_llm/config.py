@@ -225,7 +225,7 @@ def model_file_identity(model_path: str | os.PathLike[str]) -> tuple[int, int] |
 
 # --- reading -------------------------------------------------------------------------------------
 
-_PROFILE_KEYS = ("offload", "n_ctx", "kv_cache_type", "flash_attn", "n_cpu_moe")
+_PROFILE_KEYS = tuple(item.name for item in dataclasses.fields(LoadProfile))
 _KNOWN: dict[str, tuple[str, ...]] = {
     "": (
         "theme",

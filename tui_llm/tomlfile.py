@@ -6,9 +6,11 @@ knowledge of what the keys mean.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -47,9 +49,18 @@ def toml_item(value: Any) -> Any:
     return value
 
 
+STALE_TEMP_S = 60.0
+"""A temp file of ``atomic_write`` this old was left by a writer that was killed."""
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Write text to a temp file beside `path`, fsync it, then os.replace it into place."""
+    """Write text to a temp file beside `path`, fsync it, then os.replace it into place.
+
+    Temp files left beside `path` by a writer killed mid-write (older than ``STALE_TEMP_S``, so a
+    concurrent writer's own is never touched) are removed first.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
@@ -63,3 +74,16 @@ def atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp_name)
         raise
+
+
+def remove_stale_temps(path: Path, older_than_s: float = STALE_TEMP_S) -> int:
+    """Remove ``atomic_write``'s temp files beside `path` older than `older_than_s` seconds;
+    how many were removed."""
+    removed = 0
+    now = time.time()
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - temp.stat().st_mtime > older_than_s:
+                temp.unlink()
+                removed += 1
+    return removed

@@ -20,7 +20,7 @@ from tui_llm.engine.client import EngineError
 from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
 from tui_llm.markdown_code import code_blocks
 from tui_llm.messages import PromptSubmitted
-from tui_llm.screens.engine_screen import EngineScreen
+from tui_llm.screens.engine_screen import EngineScreen, collect_all_and_freeze
 from tui_llm.widgets.chat import format_stats
 from tui_llm.widgets.literal import notify_literal
 from tui_llm.widgets.prompt import PromptInput
@@ -323,6 +323,8 @@ class ChatScreen(EngineScreen):
         self._n_past = 0
         await self.chat_view.clear_messages()
         self.update_status()
+        # The old chat's widgets were frozen with the survivors of its replies.
+        self.call_after_refresh(collect_all_and_freeze)
 
     def action_history(self) -> None:
         """Saved conversations (F3): pick one to carry on with the loaded model."""
@@ -361,8 +363,9 @@ class ChatScreen(EngineScreen):
         self.conversation = stored.to_conversation()
         self.recorder.resume(stored)
         await self.chat_view.show_history(history_specs(stored), self.tui.settings.show_thinking)
-        # The conversation's objects live as long as it is open: out of every full collection.
-        self.call_after_refresh(self._collect_and_freeze)
+        # The replaced chat's objects go; the conversation's live as long as it is open: out of
+        # every full collection.
+        self.call_after_refresh(collect_all_and_freeze)
         self._n_past = 0
         self.update_status()
         if at_position is not None:

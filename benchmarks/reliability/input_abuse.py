@@ -21,7 +21,6 @@ from benchmarks.sections import markdown_table
 from tui_llm.app import TuiLlmApp
 from tui_llm.engine.protocol import SamplingParams
 from tui_llm.messages import ApplyLoadSettings
-from tui_llm.screens.chat_screen import SHOWN_ON_OPEN
 from tui_llm.store.conversations import ConversationStore
 from tui_llm.widgets.offload import OffloadPanel
 from tui_llm.widgets.prompt import PromptInput
@@ -75,20 +74,33 @@ async def paste_1mb(pilot: Pilot[Any], app: TuiLlmApp) -> tuple[bool, str]:
     return len(prompt.text) == MB, f"{len(prompt.text)} characters in the box"
 
 
+def context_notice(app: TuiLlmApp, before: frozenset[str] = frozenset()) -> str:
+    """The app's latest notification about the context not among ``before`` (identities), or
+    ""."""
+    said = [
+        str(n.message)
+        for n in app._notifications
+        if "context" in str(n.message) and n.identity not in before
+    ]
+    return said[-1] if said else ""
+
+
+def notice_ids(app: TuiLlmApp) -> frozenset[str]:
+    """The identities of the notifications on screen now."""
+    return frozenset(n.identity for n in app._notifications)
+
+
 async def send_too_long(pilot: Pilot[Any], app: TuiLlmApp) -> tuple[bool, str]:
-    """The 1 MiB in the box sent: shown, kept, and the app says it does not fit the context."""
+    """The 1 MiB in the box sent: it cannot fit the context, so the app says so and gives the
+    message back in the box, whole (issue 14's context rule); nothing is lost."""
     screen = app.main_screen
-    before = len(screen.conversation.turns)
+    prompt = screen.query_one(PromptInput)
+    before = notice_ids(app)
     await pilot.press("enter")
-    await poll(pilot, lambda: len(screen.conversation.turns) > before, 120, 0.02)
-    await poll(pilot, lambda: not screen.generating, 300, 0.02)
-    last = screen.chat_view.messages()[-1]
-    stats = str(last.query_one(".stats").render()) if last.role == "assistant" else ""
-    user_kept = any(
-        t.role == "user" and len(t.content) >= MB - 64 for t in screen.conversation.turns
-    )
-    said = "context" in stats
-    return user_kept and said, stats[:120] or "(no line under the reply)"
+    await poll(pilot, lambda: bool(context_notice(app, before)), 120, 0.02)
+    await poll(pilot, lambda: not screen.generating and len(prompt.text) >= MB - 64, 120, 0.02)
+    kept = len(prompt.text) == MB
+    return kept, f"{context_notice(app)[:100]} ({len(prompt.text)} characters back in the box)"
 
 
 def many_lines_action(lines: int) -> Check:
@@ -99,9 +111,21 @@ def many_lines_action(lines: int) -> Check:
         prompt = screen.query_one(PromptInput)
         prompt.focus()
         prompt.text = text
+        before = notice_ids(app)
         await pilot.press("enter")
-        await poll(pilot, lambda: any(t.content == text for t in screen.conversation.turns), 60)
+        # Sent and shown whole, or (longer than the context) given back whole with a notice.
+        await poll(
+            pilot,
+            lambda: (
+                any(t.content == text for t in screen.conversation.turns)
+                or (prompt.text == text and bool(context_notice(app, before)))
+            ),
+            60,
+        )
         await poll(pilot, lambda: not screen.generating, 300, 0.02)
+        if prompt.text == text:
+            said = context_notice(app, before)[:80]
+            return True, f"{lines} lines back in the box whole: {said}"
         shown = [c for role, c in shown_messages(app) if role == "user"]
         ok = bool(shown) and shown[-1].count("\n") == lines - 1
         last = screen.chat_view.messages()[-1]
@@ -120,21 +144,25 @@ def open_long_conversation(store: ConversationStore, count: int) -> Check:
             store.add_message(conversation, "user" if n % 2 == 0 else "assistant", f"message {n}")
         screen = app.main_screen
         await screen.open_conversation(conversation)
-        expected = min(count, SHOWN_ON_OPEN)
-        await poll(pilot, lambda: len(screen.chat_view.messages()) == expected, 300, 0.05)
+        view = screen.chat_view
+
+        def listed() -> int:  # mounted, and saved ones before and after the mounted window
+            return len(view.messages()) + view.unmounted_count + view.later_count
+
+        await poll(pilot, lambda: bool(view.messages()) and listed() == count, 300, 0.05)
         for key in ("home", "end", "pageup", "pagedown"):
             screen.chat_view.focus()
             await pilot.press(key)
         await send(pilot, app, "and one more")
         turns = len(screen.conversation.turns)
-        shown = len(screen.chat_view.messages())
-        last = screen.chat_view.messages()[-1]
+        shown = len(view.messages())
+        last = view.messages()[-1]
         stats = str(last.query_one(".stats").render())
         # Longer than the context, the conversation gets no reply but a line that says so.
         answered = turns == count + 2 or (turns == count + 1 and "context" in stats)
-        # The app shows the last SHOWN_ON_OPEN on opening, and says how many are not shown.
-        ok = shown == min(count, SHOWN_ON_OPEN) + 2 and answered
-        return ok, f"{shown} messages on screen, {turns} in the conversation; {stats[:90]}"
+        # The chat mounts a window of the newest messages; every message stays listed, in order.
+        ok = listed() == count + 2 and answered
+        return ok, f"{shown} messages mounted, {turns} in the conversation; {stats[:90]}"
 
     return action
 

@@ -99,9 +99,14 @@ async def test_search_open_at_the_match_rename_and_export(
             lambda: len(main.chat_view.messages()) + main.chat_view.unmounted_count == 61,
         )
         target = main.chat_view.messages()[30 - main.chat_view.unmounted_count]
-        await wait_until(pilot, lambda: main.chat_view.scroll_y > 0)
-        await pilot.pause()
         view = main.chat_view
-        assert view.scroll_y < view.max_scroll_y
-        assert view.region.y <= target.region.y < view.region.bottom  # the match is on screen
+        # The match is on screen once the layout that scrolled there has been drawn (a region
+        # is what the last drawn frame shows, so it can lag the scroll offset by a frame).
+        await wait_until(
+            pilot,
+            lambda: (
+                0 < view.scroll_y < view.max_scroll_y
+                and view.region.y <= target.region.y < view.region.bottom
+            ),
+        )
     store.close()

@@ -80,7 +80,7 @@ async def test_a_thousand_messages_scroll_to_the_first_and_back_to_the_last_in_o
         assert chat.later_count > 0  # the newest went as the view went back
         first = chat.messages()[0]
         assert first.content == "Message 0: a question?"
-        assert chat.region.y <= first.region.y < chat.region.bottom
+        await wait_until(pilot, lambda: chat.region.y <= first.region.y < chat.region.bottom)
 
         seen = set(assert_in_order(chat))
         while chat.later_count or chat.scroll_y < chat.max_scroll_y:
@@ -90,7 +90,7 @@ async def test_a_thousand_messages_scroll_to_the_first_and_back_to_the_last_in_o
         assert seen >= set(range(chat.unmounted_count, 1000))
         assert positions(chat)[-1] == 999
         last = chat.messages()[-1]
-        assert chat.region.y < last.region.bottom <= chat.region.bottom
+        await wait_until(pilot, lambda: chat.region.y < last.region.bottom <= chat.region.bottom)
 
 
 async def test_the_divider_comes_and_goes_with_its_message() -> None:
@@ -132,7 +132,7 @@ async def test_opened_far_back_a_new_message_goes_after_the_last_saved_one() -> 
         await settled(pilot, chat)
         # Message 10 at the top of the view (the earlier ones may come in above it).
         top = chat.messages()[positions(chat).index(10)]
-        assert chat.region.y <= top.region.y < chat.region.y + 3
+        await wait_until(pilot, lambda: chat.region.y <= top.region.y < chat.region.y + 3)
         assert chat.later_count > 0 and len(chat.query(".later")) == 1
 
         view = await chat.add_message("user", "Message 1000: new")

@@ -115,8 +115,16 @@ async def test_a_thousand_messages_open_at_their_end_and_mount_earlier_ones_on_s
         views = chat.messages()
         assert len(views) <= ChatView.MOUNTED_LIMIT and chat.unmounted_count > 0
         assert views[-1].content == "499 plus 1 is 500."
-        await wait_until(pilot, lambda: chat.scroll_y == chat.max_scroll_y > 0)
-        assert views[-1].region.bottom <= chat.region.bottom  # the end is on screen
+        # The end is on screen once the layout that scrolled there has been drawn (a region is
+        # what the last drawn frame shows, so it can lag the scroll offset by a frame).
+        await wait_until(
+            pilot,
+            lambda: (
+                chat.scroll_y == chat.max_scroll_y > 0
+                and chat.region.y <= views[-1].region.y
+                and views[-1].region.bottom <= chat.region.bottom
+            ),
+        )
 
         await wait_until(pilot, lambda: not chat._revealing)
         before = chat.unmounted_count
@@ -127,7 +135,7 @@ async def test_a_thousand_messages_open_at_their_end_and_mount_earlier_ones_on_s
         # What was at the top stays where it was: the earlier messages come in above it.
         await wait_until(pilot, lambda: chat.scroll_y > 0 and not chat._revealing)
         assert chat.messages().index(top_view) > 0
-        assert top_view.region.y == top_y
+        await wait_until(pilot, lambda: top_view.region.y == top_y)
 
 
 async def test_past_the_context_trim_keeps_the_newest_turns_and_says_so_once(

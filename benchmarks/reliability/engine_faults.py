@@ -75,6 +75,10 @@ def all_cases() -> list[FaultCase]:
     cases += [
         FaultCase("rpc-server", signal.SIGKILL, "load", "rpc"),
         FaultCase("rpc-server", signal.SIGKILL, "streaming", "rpc"),
+        # A stopped server leaves the engine in a call that never returns, its heartbeat going:
+        # the user presses Esc, and the stop that never comes gives the engine up.
+        FaultCase("rpc-server", signal.SIGSTOP, "prompt", "rpc"),
+        FaultCase("rpc-server", signal.SIGSTOP, "streaming", "rpc"),
     ]
     return cases
 
@@ -182,6 +186,8 @@ async def run_case(
                 outcome.phase_seen = "streaming"
                 fire()
             on_screen = shown_messages(app)
+            if case.target == "rpc-server" and case.sig == signal.SIGSTOP:
+                await pilot.press("escape")  # nothing else would end the wait
             try:
                 await poll(pilot, lambda: "F5" in banner(app), DETECT_LIMIT_S)
                 outcome.detected_s = time.perf_counter() - signalled[0]
@@ -192,6 +198,8 @@ async def run_case(
             outcome.kept, outcome.partial_chars = _kept(app, on_screen, case.phase != "load")
             if case.target == "rpc-server":
                 assert rpc is not None
+                rpc.kill(signal.SIGCONT)
+                rpc.stop()  # a stopped server is replaced on the same port
                 await asyncio.to_thread(rpc.start)
             app.sampling = SamplingParams(temperature=0.0, max_tokens=4)
             if screen.loaded is not None:
@@ -215,7 +223,10 @@ async def run_case(
         for pid in engine_pid:
             if case.sig == signal.SIGSTOP:
                 end_process(pid)
-        rpc_down = rpc is not None and rpc.proc is not None and rpc.proc.poll() is not None
+        if case.target == "rpc-server" and rpc is not None and case.sig == signal.SIGSTOP:
+            rpc.kill(signal.SIGCONT)
+            rpc.stop()
+        rpc_down = rpc is not None and (rpc.proc is None or rpc.proc.poll() is not None)
         if case.target == "rpc-server" and rpc is not None and rpc_down:
             await asyncio.to_thread(rpc.start)
     outcome.leftovers = await _leftovers()
@@ -261,7 +272,7 @@ def table(outcomes: list[FaultOutcome]) -> str:
                 o.case.label,
                 o.phase_seen,
                 f"{o.detected_s:.2f} s" if o.detected_s is not None else "—",
-                o.message.replace("\n", " ")[:110],
+                o.message.replace("\n", " ")[:130],
                 ("yes" if o.kept else "**no**")
                 + (f" ({o.partial_chars} chars)" if o.partial_chars else ""),
                 (

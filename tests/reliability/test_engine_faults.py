@@ -20,6 +20,7 @@ from benchmarks.reliability.engine_faults import (
     run_case,
 )
 from benchmarks.reliability.harness import RpcServer
+from tui_llm.engine.client import STOP_TIMEOUT_S, STOP_WAIT_S
 
 CRASH_SAID_WITHIN_S = 2.0
 """A process that died is seen at once (its pipe closes); the margin is for a loaded machine."""
@@ -32,6 +33,8 @@ def check(outcome: FaultOutcome) -> None:
     bound = CRASH_SAID_WITHIN_S
     if outcome.case.target == "engine" and outcome.case.sig == signal.SIGSTOP:
         bound += STALL_TIMEOUT_S
+    elif outcome.case.sig == signal.SIGSTOP:  # the RPC server: Esc, then the stop deadline
+        bound += STOP_WAIT_S + STOP_TIMEOUT_S
     assert outcome.detected_s < bound, outcome
     assert outcome.kept, outcome
     if outcome.case.phase == "streaming":
@@ -56,7 +59,11 @@ async def test_engine_killed_mid_reply_on_the_cpu(smollm2: Path) -> None:
 @pytest.mark.rpc
 async def test_rpc_server_killed_mid_reply(smollm2: Path, own_rpc_server: RpcServer) -> None:
     case = FaultCase("rpc-server", signal.SIGKILL, "streaming", "rpc")
-    check(await run_case(case, smollm2, own_rpc_server))
+    outcome = await run_case(case, smollm2, own_rpc_server)
+    check(outcome)
+    assert f"the connection to the RPC server at {own_rpc_server.address} dropped" in (
+        outcome.message
+    )
 
 
 @pytest.mark.long

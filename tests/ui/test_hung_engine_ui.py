@@ -9,7 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from benchmarks.reliability.harness import RpcServer
 from tests.engine.test_hung_engine import STALL_S, gone, resume_and_kill
+from tests.engine.test_rpc_server_lost import STOP_S
 from tests.ui.test_app import build, roles, send, start_long_reply, wait_until
 from tui_llm.app import TuiLlmApp
 from tui_llm.engine.protocol import SamplingParams
@@ -121,3 +125,50 @@ async def test_quitting_does_not_wait_on_a_stopped_engine(model_8l: Path) -> Non
         assert screen.conversation.last_role == "assistant"  # what streamed is kept
     finally:
         resume_and_kill(stopped_pid)
+
+
+@pytest.mark.rpc
+async def test_a_stopped_rpc_server_mid_reply_is_said_after_esc_and_f5_carries_on(
+    model_8l: Path, tmp_path: Path
+) -> None:
+    """The engine waits for ever on a stopped RPC server while its heartbeat goes on: Esc cuts
+    the reply at once, the unconfirmed stop gives the engine up, the banner names the server,
+    and F5 (the server back on its port) loads again with the conversation kept."""
+    server = RpcServer(tmp_path / "rpc-server.log")
+    server.start()
+    app = build(model_8l, n_ctx=4096, offload="all", rpc_servers=(server.address,))
+    app.engine.stop_timeout_s = STOP_S
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            screen = app.main_screen
+            await wait_until(pilot, lambda: screen.loaded is not None)
+            await start_long_reply(pilot, app, "a long reply please")
+            stuck_pid = app.engine.pid
+            server.kill(signal.SIGSTOP)
+            started = time.monotonic()
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not screen.generating)
+            esc_s = time.monotonic() - started
+            await wait_until(pilot, lambda: "did not stop" in banner(app))
+            noticed_s = time.monotonic() - started
+            print(f"\napp, RPC server stopped: Esc {esc_s:.2f} s, given up after {noticed_s:.2f} s")
+            assert esc_s < 3
+            assert f"waiting on the RPC server at {server.address}?" in banner(app)
+            assert "F5" in banner(app)
+            partial = screen.conversation.last_reply()
+            assert screen.conversation.last_role == "assistant" and partial
+
+            server.stop()  # the frozen server is replaced on the same port
+            server.start()
+            app.sampling = SamplingParams(temperature=0.0, max_tokens=8)
+            await pilot.press("f5")
+            await wait_until(pilot, lambda: screen.loaded is not None and not screen.model_loading)
+            assert stuck_pid is not None and gone(stuck_pid)
+            assert screen.loaded is not None and screen.loaded.settings.rpc_servers
+            await send(pilot, app, "are you back?")
+            assert screen.conversation.turns[1].content == partial
+            assert roles(app)[-2:] == ["user", "assistant"]
+            assert "did not stop" not in banner(app)
+    finally:
+        server.kill(signal.SIGCONT)
+        server.stop()

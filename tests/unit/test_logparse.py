@@ -79,3 +79,28 @@ def test_last_error_line_skips_the_chatter() -> None:
     ]
     assert last_error_line(refused) == refused[0]
     assert last_error_line(refused[1:]) == refused[1]
+    repack = (
+        "done_getting_tensors: tensor 'token_embd.weight' (q8_0) (and 272 others) cannot be used "
+        "with preferred buffer type CPU_REPACK, using CPU instead"
+    )
+    assert last_error_line([repack, "llama_context: n_ctx = 512"]) is None  # a fallback note
+
+
+def test_abort_message_is_found_above_its_backtrace() -> None:
+    """GGML_ABORT's "FILE:LINE: MESSAGE" comes before gdb's backtrace (ggml.c, ggml_abort)."""
+    from tui_llm.engine.logsink import RPC_SERVER_GONE, abort_message
+
+    log = [
+        "recv failed (bytes_recv=0, size_to_recv=8)",
+        f"/tmp/pip-x/vendor/llama.cpp/ggml/src/ggml-rpc/ggml-rpc.cpp:566: {RPC_SERVER_GONE}",
+        "[New LWP 1534]",
+        "#0  syscall () at ../sysdeps/unix/sysv/linux/x86_64/syscall.S:38",
+        "38\t../sysdeps/unix/sysv/linux/x86_64/syscall.S: No such file or directory.",
+        "#2  0x00007f646e1f0240 in rpc_dispatcher::synchronize() () from libggml-rpc.so.0",
+        "[Inferior 1 (process 1531) detached]",
+    ]
+    assert abort_message(log) == RPC_SERVER_GONE
+    assert abort_message(["ggml.c:1234: GGML_ASSERT(n_dims <= 4) failed"]) == (
+        "GGML_ASSERT(n_dims <= 4) failed"
+    )
+    assert abort_message(["llama_context: n_ctx = 512", "#0 main () at x.c:3"]) is None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui_llm.engine.logfiles import new_log_path, read_log_tail
-from tui_llm.engine.logsink import last_error_line
+from tui_llm.engine.logsink import RPC_SERVER_GONE, abort_message, last_error_line
 from tui_llm.engine.protocol import (
     BenchEvent,
     BenchRequest,
@@ -54,6 +54,12 @@ STALL_TIMEOUT_S = 5.0
 which the engine has stopped answering."""
 STOP_WAIT_S = 1.0
 """The longest Esc and quitting wait for the engine before they go on without it."""
+STOP_TIMEOUT_S = 10.0
+"""The longest a request that was stopped (Esc, a cancelled load or benchmark) may take to end
+in the engine. llama.cpp checks for a stop between tokens and, in a prompt, between the CPU
+backend's graph nodes; a call that returns to none of them (an RPC server that stopped answering
+mid-computation) keeps the heartbeat going but never ends: past this, the engine counts as not
+answering and F5 replaces it."""
 START_TIMEOUT_S = 120.0
 """The longest a new engine may take to import llama.cpp and say it is ready."""
 
@@ -82,9 +88,11 @@ class EngineClient:
         python: str | None = None,
         log_path: Path | None = None,
         stall_timeout_s: float = STALL_TIMEOUT_S,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
     ) -> None:
         self._python = python or sys.executable
         self.stall_timeout_s = stall_timeout_s
+        self.stop_timeout_s = stop_timeout_s
         self._fixed_log_path = log_path
         self.log_path: Path | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -102,8 +110,11 @@ class EngineClient:
         # The child went silent (no heartbeat for ``stall_timeout_s``): it is still there but
         # given up on; ``start`` and ``close`` kill it without asking.
         self.stalled = False
-        # A reply stopped early whose end the child has not confirmed yet (see ``generate``).
+        # A request stopped early whose end the child has not confirmed yet (see ``generate``).
         self._draining: asyncio.Task[None] | None = None
+        # The RPC servers of the last load sent: a crash or a hang may be theirs.
+        self._rpc_servers: tuple[str, ...] = ()
+        self._closing = False  # an exit asked for by ``close`` is not a crash
 
     # ---- process ---------------------------------------------------------------------------
 
@@ -124,6 +135,7 @@ class EngineClient:
             await self.close()  # a stalled child, or one that never got ready: replaced at once
         self.crash = None
         self.stalled = False
+        self._closing = False
         self.loaded = None
         self.log_path = self._fixed_log_path or new_log_path()
         env = dict(os.environ)
@@ -167,6 +179,7 @@ class EngineClient:
         proc = self._proc
         if proc is None:
             return
+        self._closing = True
         if proc.returncode is None:
             if not self.stalled:
                 with contextlib.suppress(Exception):
@@ -228,7 +241,8 @@ class EngineClient:
             self._on_exit(code)
 
     def _on_exit(self, code: int) -> None:
-        expected = not self._pending
+        # Asked to exit, or done with every request (a stopped one's end may still be awaited).
+        expected = self._closing or not self._pending
         if code < 0:
             try:
                 what = f"killed by {signal.Signals(-code).name}"
@@ -236,10 +250,16 @@ class EngineClient:
                 what = f"killed by signal {-code}"
         else:
             what = f"exited with status {code}"
-        tail = self.log_tail()
+        # An abort's message comes before its backtrace, which gdb may make long.
+        tail = self.log_tail(400)
+        aborted = abort_message(tail) if code == -signal.SIGABRT else None
+        tail = tail[-12:]
         # The last line of llama.cpp's log is mostly chatter: name an error if there is one,
         # and the usual sender of a SIGKILL nobody asked for.
-        hint = last_error_line(tail)
+        hint = aborted or last_error_line(tail)
+        if aborted is not None and RPC_SERVER_GONE in aborted:
+            servers = ", ".join(self._rpc_servers) or "?"
+            hint = f"the connection to the RPC server at {servers} dropped: it stopped or crashed"
         if hint is None and code == -signal.SIGKILL:
             hint = "out of memory? the kernel's OOM killer sends SIGKILL"
         doing = [p.activity for p in self._pending.values() if p.activity]
@@ -248,11 +268,11 @@ class EngineClient:
         error = EngineError("crashed", message, tuple(tail))
         self.loaded = None
         self.ready = None
-        if not expected or code != 0:
+        if not self._closing and (not expected or code != 0):
             self.crash = error
         for pending in self._pending.values():
             pending.queue.put_nowait(error)
-        if self.crash is not None and self.on_crash is not None:
+        if self.crash is error and self.on_crash is not None:
             self.on_crash(error)
 
     def _on_stall(self, proc: asyncio.subprocess.Process) -> None:
@@ -264,6 +284,25 @@ class EngineClient:
         }.get(state or "", "")
         message = f"the engine stopped answering: no word from it for {self.stall_timeout_s:g} s"
         error = EngineError("not_answering", message + (f" ({why})" if why else ""))
+        self.stalled = True
+        self.crash = error
+        self.loaded = None
+        self.ready = None
+        for pending in self._pending.values():
+            pending.queue.put_nowait(error)
+        if self.on_crash is not None:
+            self.on_crash(error)
+
+    def _on_stuck(self, activity: str) -> None:
+        """A stopped request did not end within ``stop_timeout_s``: the engine still heartbeats
+        but is caught in a llama.cpp call that does not return."""
+        servers = ", ".join(self._rpc_servers)
+        cause = f"waiting on the RPC server at {servers}?" if servers else "a call in llama.cpp"
+        message = (
+            f"the engine did not stop {activity} within {self.stop_timeout_s:g} s of being asked:"
+            f" it is stuck ({cause})"
+        )
+        error = EngineError("not_answering", message)
         self.stalled = True
         self.crash = error
         self.loaded = None
@@ -301,21 +340,34 @@ class EngineClient:
             ) from None
 
     async def _settle(self) -> None:
-        """Wait for a reply stopped earlier to end in the child, so the next request starts
-        clean. Bounded: it ends at the child's ``DoneEvent``, or when the child dies or stops
-        answering."""
+        """Wait for a request stopped earlier to end in the child, so the next request starts
+        clean. Bounded: it ends at the child's last event for it, when the child dies or stops
+        answering, or after ``stop_timeout_s`` (the engine is then given up on: raises the
+        ``not_answering`` ``EngineError``)."""
         task = self._draining
         if task is not None:
             await asyncio.shield(task)
             if self._draining is task:
                 self._draining = None
+            if self.stalled and self.crash is not None:
+                raise self.crash
+
+    def _drain_later(self, request_id: int, pending: _Pending) -> None:
+        """A request was stopped: its end is awaited in the background, the caller goes on."""
+        self._draining = asyncio.create_task(self._drain(request_id, pending))
 
     async def _drain(self, request_id: int, pending: _Pending) -> None:
-        try:
-            while not isinstance(await self._next(pending), DoneEvent):
+        async def ended() -> None:
+            while not isinstance(await self._next(pending), _LAST_EVENTS):
                 pass
+
+        try:
+            await asyncio.wait_for(ended(), self.stop_timeout_s)
         except EngineError:
             pass
+        except asyncio.TimeoutError:
+            if self.running:
+                self._on_stuck(pending.activity)
         finally:
             self._pending.pop(request_id, None)
 
@@ -358,8 +410,10 @@ class EngineClient:
             await self._settle()
             rid = next(self._ids)
             pending = self._register(rid, f"loading {Path(settings.model_path).name}")
+            drain = False
             try:
                 self.load_in_flight = True
+                self._rpc_servers = settings.rpc_servers
                 await self._send(LoadRequest(rid, settings, keep_kv))
                 while True:
                     event = await self._next(pending)
@@ -373,6 +427,7 @@ class EngineClient:
                 with contextlib.suppress(EngineError):
                     await self._send(CancelRequest(rid))
                 self.loaded = None
+                drain = self.running
                 raise
             except EngineError as exc:
                 self.loaded = None
@@ -381,7 +436,10 @@ class EngineClient:
                 raise
             finally:
                 self.load_in_flight = False
-                self._pending.pop(rid, None)
+                if drain:
+                    self._drain_later(rid, pending)
+                else:
+                    self._pending.pop(rid, None)
 
     async def unload(self) -> None:
         """Free the model while keeping the process."""
@@ -452,7 +510,7 @@ class EngineClient:
                         await self._send(CancelRequest(rid))
                     # The child confirms in the background: the caller (Esc) does not wait,
                     # the next request does (``_settle``).
-                    self._draining = asyncio.create_task(self._drain(rid, pending))
+                    self._drain_later(rid, pending)
                 else:
                     self._pending.pop(rid, None)
 
@@ -484,6 +542,7 @@ class EngineClient:
             await self._settle()
             rid = next(self._ids)
             pending = self._register(rid, "running a benchmark")
+            drain = False
             try:
                 await self._send(BenchRequest(rid, prompt_tokens, gen_tokens, seed))
                 while True:
@@ -493,9 +552,13 @@ class EngineClient:
             except asyncio.CancelledError:
                 with contextlib.suppress(EngineError):
                     await self._send(CancelRequest(rid))
+                drain = self.running
                 raise
             finally:
-                self._pending.pop(rid, None)
+                if drain:
+                    self._drain_later(rid, pending)
+                else:
+                    self._pending.pop(rid, None)
 
     async def cancel_all(self) -> None:
         """Cancel whatever the child is doing (generation or load)."""
@@ -516,6 +579,10 @@ class EngineClient:
                 done = event
         assert done is not None
         return done
+
+
+_LAST_EVENTS = (DoneEvent, LoadedEvent, BenchEvent)
+"""The events that end a request (an error ends any)."""
 
 
 def _process_state(pid: int) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -58,8 +59,32 @@ def last_error_line(lines: Iterable[str]) -> str | None:
     generic: str | None = None
     for line in reversed(list(lines)):
         low = line.lower()
+        if any(benign in low for benign in _BENIGN):
+            continue
         if any(w in low for w in ("error", "failed", "invalid", "cannot", "unable", "abort")):
             if not low.rstrip().endswith("failed to load model"):
                 return line.strip()
             generic = generic or line.strip()
     return generic
+
+
+# Warnings with a fallback that read like errors ("cannot be used with preferred buffer type
+# CPU_REPACK, using CPU instead", llama-model.cpp): never the cause of anything.
+_BENIGN = ("using cpu instead",)
+
+# GGML_ABORT and GGML_ASSERT print "FILE:LINE: MESSAGE" (ggml/src/ggml.c, ggml_abort) before the
+# backtrace, which gdb may make hundreds of lines long.
+_ABORT = re.compile(r"^\S+\.(?:c|cc|cpp|cu|h|m|mm):\d+: (.+)$")
+
+RPC_SERVER_GONE = "Remote RPC server crashed or returned malformed response"
+"""llama.cpp's abort when an RPC server's connection drops (ggml/src/ggml-rpc/ggml-rpc.cpp)."""
+
+
+def abort_message(lines: Iterable[str]) -> str | None:
+    """The message of the last GGML_ABORT or GGML_ASSERT in ``lines`` (a log's tail): what made
+    llama.cpp abort the process, without the file and line; None when it did not abort."""
+    for line in reversed(list(lines)):
+        match = _ABORT.match(line.strip())
+        if match:
+            return match.group(1).strip()
+    return None

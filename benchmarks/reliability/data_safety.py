@@ -49,6 +49,7 @@ class KillRun:
     shown_user: set[str] = field(default_factory=set)
     saved_user: set[str] = field(default_factory=set)
     reply_lost_s: float | None = None  # None: no reply was on screen
+    detail: str = ""  # what the screen showed against what was saved, where much was lost
     integrity: str = ""
     engines_left: int = 0
     error: str = ""
@@ -90,22 +91,41 @@ def reply_tail(screen: str, after: str, words: int = 8) -> tuple[str, ...]:
     """The last words of the reply to the message tagged ``after``: past the tag and the
     "Assistant" header where they are in view, before its figures line if it has ended, above
     the message box. Words only, the last one dropped (it may be half streamed, or clipped by a
-    code block's edge): Markdown's rendering changes the marks around them."""
+    code block's edge): Markdown's rendering changes the marks around them.
+
+    The tag is looked for under the "You" header: a reply may repeat it ("msg-0-2: I'm here to
+    help"), and a reply read from there on would look as if it had not started."""
     text = chat_above_box(screen)
-    text = text[text.rfind(after) :] if after in text else text
+    sent = f"You {after}"
+    text = text[text.rfind(sent) :] if sent in text else text
     at = text.rfind("Assistant ")
-    if after in text and at < 0:
+    if sent in text and at < 0:
         return ()  # the reply has not started
     reply = text[at + len("Assistant ") :] if at >= 0 else text
     reply = FIGURES.split(reply)[0]
     return tuple(WORD.findall(reply)[-words - 1 : -1])
 
 
-def holds(saved: str, tail: tuple[str, ...]) -> bool:
-    """Whether the words of ``tail`` appear in order in ``saved`` (a code block's clipped
-    lines leave words out of the screen's copy)."""
-    remaining = iter(WORD.findall(saved))
-    return all(any(word == have for have in remaining) for word in tail)
+def holds(saved: str, tail: tuple[str, ...], misses: int = 2) -> bool:
+    """Whether the words of ``tail`` appear in order in ``saved``, all but ``misses`` of them
+    (a code block's clipped lines leave words out of the screen's copy; Markdown renumbers a
+    list, and a table's cell cut short ends in a word the text does not have). Text the store
+    has not got yet misses them all: it comes after what was saved."""
+    words = WORD.findall(saved)
+    allowed = min(misses, len(tail) // 4)
+    span = len(tail) + 8  # the words found lie together, not scattered over the reply
+    starts = {i for i, word in enumerate(words) if word in tail[: allowed + 1]}
+    for start in sorted(starts):
+        window = words[start : start + span]
+        at = missed = 0
+        for word in tail:
+            try:
+                at = window.index(word, at) + 1
+            except ValueError:
+                missed += 1
+        if missed <= allowed:
+            return True
+    return not tail
 
 
 def kill_run(run: int, model: Path, root: Path, rng: random.Random) -> KillRun:
@@ -226,6 +246,9 @@ def _check_database(result: KillRun, root: Path, captures: list[Capture], killed
         return
     held = [at for at, tail in tails if holds(saved, tail)]
     result.reply_lost_s = killed - max(held) if held else killed - tails[0][0]
+    if result.reply_lost_s > 1.2:  # more than the design allows: the evidence, for a reader
+        shown = [f"{killed - at:.2f} s before: {' '.join(tail)}" for at, tail in tails[-6:]]
+        result.detail = f"saved ends {saved[-160:]!r}; shown " + " | ".join(shown)
 
 
 @dataclass

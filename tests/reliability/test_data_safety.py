@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.reliability.data_safety import (
+    holds,
     kill_run,
+    reply_tail,
     settings_kill_run,
     temps_after_next_save,
 )
@@ -23,9 +25,13 @@ from tui_llm import config
 from tui_llm.tomlfile import STALE_TEMP_S, atomic_write
 
 REPLY_LOST_AT_MOST_S = 2.0
-"""The recorder saves a streaming reply once a second, and the captures are 0.15 s apart. 50
-kills measured at most 0.62 s (docs/reliability.md), but a kill in the first second of the
-first reply after a start measured 1.7-1.9 s in some runs of this test, not yet explained."""
+"""The recorder saves a streaming reply once a second, and the captures are 0.15 s apart: 1.2 s
+at most by design, the rest room for a loaded machine. 50 kills measured at most 0.62 s
+(docs/reliability.md). Runs of this test that measured 1.7-3.1 s: the one traced was the
+measurement's (the reply repeated its message's tag, and the screen was read from there as a
+reply not started; fixed), and the measure now allows two rendered words that differ from the
+text (a renumbered list, a table's cut cell). A run past the bound prints what the screen
+showed against what was saved (``KillRun.detail``)."""
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
@@ -96,3 +102,32 @@ def test_fifty_kills_of_the_ui(smollm2: Path, tmp_path: Path) -> None:
 @pytest.mark.long
 def test_fifty_kills_of_a_settings_write(tmp_path: Path) -> None:
     settings_runs(50, tmp_path)
+
+
+def test_a_reply_that_repeats_its_messages_tag_is_read_as_a_reply() -> None:
+    """The measure reads the reply under the "You" header of the tagged message, not from the
+    reply's own copy of the tag (read from there, the reply looked not started)."""
+    screen = "\n".join(
+        [
+            " █ You",
+            " █ msg-0-2 and then?",
+            " █ Assistant",
+            " █ Here's a possible rephrasing.",
+            " █ msg-0-2: I'm here to help with any text you'd like",
+            " █ 153 tokens · 58.6 tok/s · first token 166 ms",
+            "▊▔ Message · Enter send · Ctrl+J new line ▔▔▔▎",
+        ]
+    )
+    words = ("I'm", "here", "to", "help", "with", "any", "text", "you'd")  # "like" may be half
+    assert reply_tail(screen, "msg-0-2") == words
+    assert reply_tail(" █ You\n █ msg-0-3 go on\n █ Assistant", "msg-0-3") == ()
+
+
+def test_the_measure_allows_a_rendered_word_or_two_but_not_text_never_saved() -> None:
+    saved = "Llamas are social animals. 1. They hum. 1. They spit. Llamas live in herds."
+    assert holds(saved, ("They", "hum", "2", "They", "spit", "Llamas", "live", "in"))  # renumbered
+    assert holds(saved, ("social", "animals", "1", "They", "hum", "1", "They", "spit"))
+    assert not holds(saved, ("in", "herds", "and", "eat", "grass", "all", "day", "long"))
+    # Common words scattered over a long reply are not the tail.
+    long = " ".join(["the cat sat on the mat"] * 40)
+    assert not holds(long, ("the", "dog", "is", "on", "the", "rug", "all", "day"))

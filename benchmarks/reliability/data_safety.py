@@ -71,9 +71,21 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
 
 
+PANEL_TOP = "╭─ "
+
+
+def chat_columns(screen: str) -> int:
+    """Where the chat column ends: at the left edge of the panels beside it (their top corners,
+    as the screen has them), else ``CHAT_COLUMNS``."""
+    edges = [line.find(PANEL_TOP) for line in screen.splitlines()]
+    edges = [edge for edge in edges if edge > 20]
+    return min(edges, default=CHAT_COLUMNS)
+
+
 def chat_text(screen: str) -> str:
     """The chat column's text, its lines joined, whitespace collapsed."""
-    lines = [line[:CHAT_COLUMNS].strip(" █▊▎") for line in screen.splitlines()]
+    width = chat_columns(screen)
+    lines = [line[:width].strip(" █▊▎") for line in screen.splitlines()]
     return " ".join(" ".join(lines).split())
 
 
@@ -248,7 +260,10 @@ def _check_database(result: KillRun, root: Path, captures: list[Capture], killed
     result.reply_lost_s = killed - max(held) if held else killed - tails[0][0]
     if result.reply_lost_s > 1.2:  # more than the design allows: the evidence, for a reader
         shown = [f"{killed - at:.2f} s before: {' '.join(tail)}" for at, tail in tails[-6:]]
-        result.detail = f"saved ends {saved[-160:]!r}; shown " + " | ".join(shown)
+        width = chat_columns(captures[-1].text)
+        result.detail = f"chat {width} columns; saved ends {saved[-160:]!r}; shown " + " | ".join(
+            shown
+        )
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.reliability.data_safety import (
+    chat_text,
     holds,
     kill_run,
     reply_tail,
@@ -131,3 +132,15 @@ def test_the_measure_allows_a_rendered_word_or_two_but_not_text_never_saved() ->
     # Common words scattered over a long reply are not the tail.
     long = " ".join(["the cat sat on the mat"] * 40)
     assert not holds(long, ("the", "dog", "is", "on", "the", "rug", "all", "day"))
+
+
+def test_the_chat_column_ends_where_the_panels_begin() -> None:
+    """A wider panel moves the chat's edge: its text is not read as the reply's."""
+    screen = "\n".join(
+        [
+            " █ Assistant" + " " * 60 + "╭─ GPU / memory ──────╮",
+            " █ Llamas hum." + " " * 59 + "│ no NVIDIA driver    │",
+        ]
+    )
+    assert chat_text(screen) == "Assistant Llamas hum."
+    assert chat_text(" █ You\n █ hi") == "You hi"  # no panel on screen: the usual width

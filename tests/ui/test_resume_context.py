@@ -115,25 +115,41 @@ async def test_a_thousand_messages_open_at_their_end_and_mount_earlier_ones_on_s
         views = chat.messages()
         assert len(views) <= ChatView.MOUNTED_LIMIT and chat.unmounted_count > 0
         assert views[-1].content == "499 plus 1 is 500."
-        # The end is on screen once the layout that scrolled there has been drawn (a region is
-        # what the last drawn frame shows, so it can lag the scroll offset by a frame).
-        await wait_until(
-            pilot,
-            lambda: (
-                chat.scroll_y == chat.max_scroll_y > 0
-                and chat.region.y <= views[-1].region.y
-                and views[-1].region.bottom <= chat.region.bottom
-            ),
-        )
 
-        await wait_until(pilot, lambda: not chat._revealing)
+        # The last message stays mounted (a scroll offset read before the first scroll once
+        # grew the window at the top and unmounted it), and it is on screen once the layout
+        # that scrolled there has been drawn (a region can lag the scroll offset by a frame).
+        def state() -> str:
+            last = chat.messages()[-1]
+            return (
+                f"scroll {chat.scroll_y}/{chat.max_scroll_y}, virtual {chat.virtual_size}, "
+                f"chat {chat.region}, last {last.region} {last.virtual_region} "
+                f"(the one opened: {last is views[-1]}), revealing {chat.revealing}, "
+                f"unmounted {chat.unmounted_count}, later {chat.later_count}"
+            )
+
+        try:
+            await wait_until(pilot, lambda: not chat.revealing)
+            assert chat.messages()[-1] is views[-1] and chat.later_count == 0
+            await wait_until(
+                pilot,
+                lambda: (
+                    chat.scroll_y == chat.max_scroll_y > 0
+                    and chat.region.y <= views[-1].region.y
+                    and views[-1].region.bottom <= chat.region.bottom
+                ),
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"the end is not on screen: {state()}") from exc
+
+        await wait_until(pilot, lambda: not chat.revealing)
         before = chat.unmounted_count
         top_view = chat.messages()[0]
         chat.scroll_home(animate=False, immediate=True)
         top_y = chat.content_region.y + top_view.virtual_region.y  # where Home shows it
         await wait_until(pilot, lambda: chat.unmounted_count < before)
         # What was at the top stays where it was: the earlier messages come in above it.
-        await wait_until(pilot, lambda: chat.scroll_y > 0 and not chat._revealing)
+        await wait_until(pilot, lambda: chat.scroll_y > 0 and not chat.revealing)
         assert chat.messages().index(top_view) > 0
         await wait_until(pilot, lambda: top_view.region.y == top_y)
 

@@ -265,6 +265,7 @@ class ChatView(VerticalScroll):
         self._show_thinking = False
         self._cut: int | None = None
         self._revealing = False
+        self._settling = False  # a new window waits for its first scroll (``_mount_window``)
         self._reveal_lock = asyncio.Lock()
         self._history_generation = 0  # a reveal step of an earlier history does nothing
 
@@ -302,6 +303,7 @@ class ChatView(VerticalScroll):
             await empty.remove()
         await self._mount_window(list(specs), max(0, len(specs) - self.INITIAL_MESSAGES))
         self.scroll_end(animate=False)
+        self._reveal_after_refresh()
 
     def messages(self) -> list[ChatMessage]:
         """The mounted messages, oldest first (the newest are mounted unless the view was
@@ -322,6 +324,7 @@ class ChatView(VerticalScroll):
         self._history_generation += 1
         self.workers.cancel_group(self, "reveal-earlier")
         self._revealing = False
+        self._settling = False
         self._unmounted = []
         self._later = []
         self._cut = None
@@ -340,6 +343,7 @@ class ChatView(VerticalScroll):
                 specs = self._saved_specs()
                 await self._mount_window(specs, max(0, len(specs) - self.INITIAL_MESSAGES))
         self.scroll_end(animate=False)
+        self._reveal_after_refresh()
 
     async def show_position(self, index: int) -> None:
         """Scroll so that the ``index``-th message (counting those not mounted) is at the top,
@@ -355,6 +359,7 @@ class ChatView(VerticalScroll):
         if view is not None:
             # Queued after the scroll to the end that mounting asked for.
             self.call_after_refresh(self.scroll_to_widget, view, animate=False, top=True)
+        self._reveal_after_refresh()
 
     # ---- the context divider ------------------------------------------------------------------
 
@@ -418,6 +423,10 @@ class ChatView(VerticalScroll):
         self._later = specs[last:]
         await self._mount_specs(specs[first:last], first, before=self._first_added())
         await self._show_counts()
+        # The view is not where the caller sends it until the next refresh: a scroll offset read
+        # before then (0, at the top) would grow the window at the wrong end and unmount the
+        # messages the view is going to. ``_reveal_after_refresh`` lifts this.
+        self._settling = True
         if self._cut is not None and not self.cut_shown:
             await self.mark_cut(self._cut)
 
@@ -475,8 +484,26 @@ class ChatView(VerticalScroll):
 
     # ---- growing the window as the view nears its ends ---------------------------------------
 
+    def _reveal_after_refresh(self) -> None:
+        """Grow the window at its edges again once the scrolls queued before this call are done
+        (``call_after_refresh`` runs callbacks in order, after the layout they need)."""
+        generation = self._history_generation
+
+        def release() -> None:
+            if generation == self._history_generation and self._settling:
+                self._settling = False
+                self._near_edge()
+
+        self.call_after_refresh(release)
+
+    @property
+    def revealing(self) -> bool:
+        """The window of mounted messages is growing, or waits for the view to get where it was
+        sent first: what is mounted may still change."""
+        return self._revealing or self._settling
+
     def _near_edge(self, scroll_y: float | None = None) -> None:
-        if self._revealing or not self.is_attached:
+        if self._revealing or self._settling or not self.is_attached:
             return
         height = self.size.height
         if self._unmounted and self.scroll_y < height:

@@ -55,7 +55,7 @@ which the engine has stopped answering."""
 STOP_WAIT_S = 1.0
 """The longest Esc and quitting wait for the engine before they go on without it."""
 STOP_TIMEOUT_S = 10.0
-"""The longest a request that was stopped (Esc, a cancelled load or benchmark) may take to end
+"""The longest a reply that was stopped (Esc) may take to end
 in the engine. llama.cpp checks for a stop between tokens and, in a prompt, between the CPU
 backend's graph nodes; a call that returns to none of them (an RPC server that stopped answering
 mid-computation) keeps the heartbeat going but never ends: past this, the engine counts as not
@@ -272,7 +272,7 @@ class EngineClient:
             self.crash = error
         for pending in self._pending.values():
             pending.queue.put_nowait(error)
-        if self.crash is error and self.on_crash is not None:
+        if self.crash is not None and self.on_crash is not None:
             self.on_crash(error)
 
     def _on_stall(self, proc: asyncio.subprocess.Process) -> None:
@@ -325,6 +325,8 @@ class EngineClient:
 
     async def _send(self, request: Request) -> None:
         proc = self._proc
+        if self.stalled and self.crash is not None:
+            raise self.crash  # given up on (silent, or stuck after a stop): F5 replaces it
         if proc is None or proc.returncode is not None or proc.stdin is None:
             raise self.crash or EngineError("crashed", "the engine is not running")
         try:
@@ -349,8 +351,6 @@ class EngineClient:
             await asyncio.shield(task)
             if self._draining is task:
                 self._draining = None
-            if self.stalled and self.crash is not None:
-                raise self.crash
 
     def _drain_later(self, request_id: int, pending: _Pending) -> None:
         """A request was stopped: its end is awaited in the background, the caller goes on."""
@@ -410,7 +410,6 @@ class EngineClient:
             await self._settle()
             rid = next(self._ids)
             pending = self._register(rid, f"loading {Path(settings.model_path).name}")
-            drain = False
             try:
                 self.load_in_flight = True
                 self._rpc_servers = settings.rpc_servers
@@ -427,7 +426,6 @@ class EngineClient:
                 with contextlib.suppress(EngineError):
                     await self._send(CancelRequest(rid))
                 self.loaded = None
-                drain = self.running
                 raise
             except EngineError as exc:
                 self.loaded = None
@@ -436,10 +434,7 @@ class EngineClient:
                 raise
             finally:
                 self.load_in_flight = False
-                if drain:
-                    self._drain_later(rid, pending)
-                else:
-                    self._pending.pop(rid, None)
+                self._pending.pop(rid, None)
 
     async def unload(self) -> None:
         """Free the model while keeping the process."""
@@ -542,7 +537,6 @@ class EngineClient:
             await self._settle()
             rid = next(self._ids)
             pending = self._register(rid, "running a benchmark")
-            drain = False
             try:
                 await self._send(BenchRequest(rid, prompt_tokens, gen_tokens, seed))
                 while True:
@@ -552,13 +546,9 @@ class EngineClient:
             except asyncio.CancelledError:
                 with contextlib.suppress(EngineError):
                     await self._send(CancelRequest(rid))
-                drain = self.running
                 raise
             finally:
-                if drain:
-                    self._drain_later(rid, pending)
-                else:
-                    self._pending.pop(rid, None)
+                self._pending.pop(rid, None)
 
     async def cancel_all(self) -> None:
         """Cancel whatever the child is doing (generation or load)."""

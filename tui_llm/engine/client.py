@@ -283,25 +283,21 @@ class EngineClient:
             "D": "it is stuck in the kernel, in a driver or disk call",
         }.get(state or "", "")
         message = f"the engine stopped answering: no word from it for {self.stall_timeout_s:g} s"
-        error = EngineError("not_answering", message + (f" ({why})" if why else ""))
-        self.stalled = True
-        self.crash = error
-        self.loaded = None
-        self.ready = None
-        for pending in self._pending.values():
-            pending.queue.put_nowait(error)
-        if self.on_crash is not None:
-            self.on_crash(error)
+        self._give_up(message + (f" ({why})" if why else ""))
 
     def _on_stuck(self, activity: str) -> None:
         """A stopped request did not end within ``stop_timeout_s``: the engine still heartbeats
         but is caught in a llama.cpp call that does not return."""
         servers = ", ".join(self._rpc_servers)
         cause = f"waiting on the RPC server at {servers}?" if servers else "a call in llama.cpp"
-        message = (
+        self._give_up(
             f"the engine did not stop {activity} within {self.stop_timeout_s:g} s of being asked:"
             f" it is stuck ({cause})"
         )
+
+    def _give_up(self, message: str) -> None:
+        """The child is still there but no longer answers: every waiting request fails with
+        ``not_answering``; ``start`` and ``close`` kill it without asking."""
         error = EngineError("not_answering", message)
         self.stalled = True
         self.crash = error
@@ -358,7 +354,7 @@ class EngineClient:
 
     async def _drain(self, request_id: int, pending: _Pending) -> None:
         async def ended() -> None:
-            while not isinstance(await self._next(pending), _LAST_EVENTS):
+            while not isinstance(await self._next(pending), DoneEvent):
                 pass
 
         try:
@@ -569,10 +565,6 @@ class EngineClient:
                 done = event
         assert done is not None
         return done
-
-
-_LAST_EVENTS = (DoneEvent, LoadedEvent, BenchEvent)
-"""The events that end a request (an error ends any)."""
 
 
 def _process_state(pid: int) -> str | None:

@@ -357,8 +357,12 @@ class ChatView(VerticalScroll):
                 await self._mount_window(self._saved_specs(), index)
         view = self._view_at(index)
         if view is not None:
-            # Queued after the scroll to the end that mounting asked for.
-            self.call_after_refresh(self.scroll_to_widget, view, animate=False, top=True)
+            # Queued after the scroll to the end that mounting asked for, and done in that
+            # callback (``immediate``): deferred once more, it would come after the release below,
+            # which would then grow the window from the end and could unmount this very message.
+            self.call_after_refresh(
+                self.scroll_to_widget, view, animate=False, top=True, immediate=True
+            )
         self._reveal_after_refresh()
 
     # ---- the context divider ------------------------------------------------------------------

@@ -103,6 +103,37 @@ async def test_cancel_reports_cancelled(model_8l: Path) -> None:
     assert done.stats.generated_tokens < 400
 
 
+async def test_stop_during_a_long_prompt_ends_inside_its_processing(model_8l: Path) -> None:
+    """A reply stopped while its prompt is processed stops inside that work (llama.cpp's abort
+    callback), not after the whole prompt: the KV cache then holds fewer tokens than the
+    prompt. What the aborted decode left is consistent: the same prompt then gives the same
+    greedy text as on a fresh engine."""
+    prompt = [user("word " * 6000)]
+    greedy = SamplingParams(temperature=0.0, max_tokens=6)
+    async with engine() as client:
+        await client.load(settings(model_8l, n_ctx=8192))
+
+        async def consume() -> DoneEvent | None:
+            async for event in client.generate(prompt, greedy, 0.0):
+                if isinstance(event, DoneEvent):
+                    return event
+            return None
+
+        task = asyncio.create_task(consume())
+        while not client._pending:
+            await asyncio.sleep(0.001)
+        await client.cancel_all()
+        done = await task
+        assert done is not None and done.finish_reason == "cancelled"
+        assert done.stats.generated_tokens == 0
+        assert done.n_past < done.stats.prompt_tokens
+        after = await client.chat(prompt, greedy)
+    async with engine() as fresh:
+        await fresh.load(settings(model_8l, n_ctx=8192))
+        expected = await fresh.chat(prompt, greedy)
+    assert after.text == expected.text and after.stats.generated_tokens == 6
+
+
 async def test_stop_strings_end_the_reply(model_8l: Path) -> None:
     async with engine() as client:
         await client.load(settings(model_8l))

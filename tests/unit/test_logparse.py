@@ -84,6 +84,8 @@ def test_last_error_line_skips_the_chatter() -> None:
         "with preferred buffer type CPU_REPACK, using CPU instead"
     )
     assert last_error_line([repack, "llama_context: n_ctx = 512"]) is None  # a fallback note
+    # The debug line of each prompt's stoppable decode (``native.PrefillAbort``).
+    assert last_error_line(["set_abort_callback: call", "set_abort_callback: call"]) is None
 
 
 def test_abort_message_is_found_above_its_backtrace() -> None:

@@ -68,9 +68,10 @@ def last_error_line(lines: Iterable[str]) -> str | None:
     return generic
 
 
-# Warnings with a fallback that read like errors ("cannot be used with preferred buffer type
-# CPU_REPACK, using CPU instead", llama-model.cpp): never the cause of anything.
-_BENIGN = ("using cpu instead",)
+# Lines that read like errors and never are: a warning with a fallback ("cannot be used with
+# preferred buffer type CPU_REPACK, using CPU instead", llama-model.cpp), and the debug line of
+# each ``llama_set_abort_callback`` (src/llama-context.cpp), which every reply calls twice.
+_BENIGN = ("using cpu instead", "set_abort_callback: call")
 
 # GGML_ABORT and GGML_ASSERT print "FILE:LINE: MESSAGE" (ggml/src/ggml.c, ggml_abort) before the
 # backtrace, which gdb may make hundreds of lines long.

@@ -10,10 +10,11 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from tui_llm.engine.protocol import DeviceInfo
 
@@ -270,3 +271,46 @@ def die_with_parent() -> None:
         return
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(0)
+
+
+class PrefillAbort:
+    """Make one llama_decode stoppable while a prompt is processed (``llama_set_abort_callback``).
+
+    llama.cpp's CPU backend asks the callback before each graph node and, when it answers true,
+    ends the decode with status 2 (llama-cpp-python raises ``RuntimeError("llama_decode returned
+    2")``), after removing that ubatch's positions from the KV cache (src/llama-context.cpp).
+    Without it a long prompt on a slow CPU runs to its end however long that takes, whatever
+    the user asked. The callback is a Python call per graph node, about 600 per decode for a
+    small model: nothing beside a prompt's ubatch, a cost for a single token, so it is cleared
+    (``clear``) once the first token is out. Keeps the ctypes callback alive while installed.
+    """
+
+    def __init__(self, llm: Any, cancelled: Callable[[], bool]) -> None:
+        import llama_cpp
+
+        self._ctx = llm._ctx.ctx
+        self._callback_type = llama_cpp.ggml_abort_callback
+        self._callback = self._callback_type(lambda _data: bool(cancelled()))
+        self._set = _llama().llama_set_abort_callback
+        self._set(self._ctx, self._callback, None)
+        self.installed = True
+
+    def clear(self) -> None:
+        """Remove the callback (decodes run unhindered again); idempotent."""
+        if self.installed:
+            self._set(self._ctx, self._callback_type(), None)  # NULL: none
+            self.installed = False
+
+
+@cache
+def _llama() -> ctypes.CDLL:
+    import llama_cpp
+
+    lib: ctypes.CDLL = llama_cpp.llama_cpp._lib
+    lib.llama_set_abort_callback.argtypes = [
+        ctypes.c_void_p,
+        llama_cpp.ggml_abort_callback,
+        ctypes.c_void_p,
+    ]
+    lib.llama_set_abort_callback.restype = None
+    return lib

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tui_llm.engine.native import PrefillAbort
 from tui_llm.engine.protocol import GenerateRequest, SamplingParams, TokensEvent
 from tui_llm.engine.reasoning import (
     CLOSE_TAG,
@@ -82,45 +83,57 @@ class ReplyStream:
         raw = ""
         emitted = 0
         finish = "length"
-        for token in llm.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty,
-            reset=True,
-        ):
-            now = time.perf_counter()
-            if self.first_at is None:
-                self.first_at = now
-            self.last_at = now
-            if self._cancelled():
-                finish = "cancelled"
-                break
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                finish = "stop"
-                break
-            self.n_generated += 1
-            self._batch_tokens += 1
-            raw += decoder.decode(visible_piece(llm, token))
-            stop_at = find_stop(raw, stops, emitted)
-            if stop_at is not None:
-                raw = raw[:stop_at]
-                finish = "stop"
-                break
-            was_reasoning = self._splitter.in_reasoning
-            safe = len(raw) - held_back(raw, stops)
-            if safe > emitted:
-                self._take(self._splitter.feed(raw[emitted:safe]), now)
-                emitted = safe
-            if was_reasoning or self._splitter.in_reasoning:
-                self.reasoning_tokens += 1
-            if now - self._last_flush >= self._request.batch_interval_s:
-                self._flush(now)
-            if self.n_generated >= max_tokens:
-                finish = "length" if self.n_generated < room else "context"
-                break
+        # Stop on request inside the prompt's decodes too (a long prompt on a CPU takes minutes).
+        prefill = PrefillAbort(llm, self._cancelled)
+        try:
+            for token in llm.generate(
+                tokens,
+                top_k=sampling.top_k,
+                top_p=sampling.top_p,
+                min_p=sampling.min_p,
+                temp=sampling.temperature,
+                repeat_penalty=sampling.repeat_penalty,
+                reset=True,
+            ):
+                prefill.clear()
+                now = time.perf_counter()
+                if self.first_at is None:
+                    self.first_at = now
+                self.last_at = now
+                if self._cancelled():
+                    finish = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                self.n_generated += 1
+                self._batch_tokens += 1
+                raw += decoder.decode(visible_piece(llm, token))
+                stop_at = find_stop(raw, stops, emitted)
+                if stop_at is not None:
+                    raw = raw[:stop_at]
+                    finish = "stop"
+                    break
+                was_reasoning = self._splitter.in_reasoning
+                safe = len(raw) - held_back(raw, stops)
+                if safe > emitted:
+                    self._take(self._splitter.feed(raw[emitted:safe]), now)
+                    emitted = safe
+                if was_reasoning or self._splitter.in_reasoning:
+                    self.reasoning_tokens += 1
+                if now - self._last_flush >= self._request.batch_interval_s:
+                    self._flush(now)
+                if self.n_generated >= max_tokens:
+                    finish = "length" if self.n_generated < room else "context"
+                    break
+        except RuntimeError:
+            # llama_decode returned 2: the prompt's decode was stopped by the callback. The KV
+            # cache keeps the ubatches done before (llama-cpp-python's n_tokens says how many).
+            if not self._cancelled():
+                raise
+            finish = "cancelled"
+        finally:
+            prefill.clear()
         raw += decoder.decode(b"", final=True) if finish != "stop" else ""
         end = time.perf_counter()
         self._take(self._splitter.feed(raw[emitted:]), end)

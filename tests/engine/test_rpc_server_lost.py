@@ -8,10 +8,12 @@ Each test runs its own server (``tui-llm rpc-server``), never the session's shar
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,38 @@ async def test_a_stop_that_is_confirmed_in_time_keeps_the_engine(
         done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
         assert done.stats.generated_tokens == 3
         assert client.pid == pid and client.loaded is not None and not crashes
+
+
+async def test_a_stopped_rpc_server_mid_load_gives_the_engine_up_after_a_cancel(
+    model_8l: Path, tmp_path: Path
+) -> None:
+    """A load that waits on a stopped server (here: for the old model's buffers to be freed and
+    new ones made) does not see its cancel; the cancel has the same deadline as a reply's stop."""
+    async with engine_on_own_server(tmp_path) as (client, server, crashes):
+        on_server = settings(model_8l, offload_layers="all", rpc_servers=(server.address,))
+        await client.load(on_server)
+        stuck_pid = client.pid
+        server.kill(signal.SIGSTOP)
+        reload = asyncio.create_task(client.load(replace(on_server, offload_layers=4)))
+        while not client.load_in_flight:
+            await asyncio.sleep(0.01)
+        reload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reload
+        cancelled_at = time.monotonic()
+        while not crashes and time.monotonic() - cancelled_at < 60:
+            await asyncio.sleep(0.05)
+        assert crashes, "the stuck load was never given up"
+        waited_s = time.monotonic() - cancelled_at
+        message = str(crashes[0])
+        print(f"\nstopped RPC server: engine given up {waited_s:.2f} s after the cancel: {message}")
+        assert crashes[0].kind == "not_answering"
+        assert f"did not stop loading {model_8l.name} within {STOP_S:g} s" in message
+        assert f"waiting on the RPC server at {server.address}?" in message
+        assert waited_s >= STOP_S * 0.9
+        assert not client.running and client.loaded is None
+
+        await client.load(settings(model_8l))
+        assert client.pid != stuck_pid
+        done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
+        assert done.stats.generated_tokens == 3

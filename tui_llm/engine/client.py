@@ -55,11 +55,12 @@ which the engine has stopped answering."""
 STOP_WAIT_S = 1.0
 """The longest Esc and quitting wait for the engine before they go on without it."""
 STOP_TIMEOUT_S = 10.0
-"""The longest a reply that was stopped (Esc) may take to end
-in the engine. llama.cpp checks for a stop between tokens and, in a prompt, between the CPU
-backend's graph nodes; a call that returns to none of them (an RPC server that stopped answering
-mid-computation) keeps the heartbeat going but never ends: past this, the engine counts as not
-answering and F5 replaces it."""
+"""The longest a reply or a load that was stopped (Esc, a cancelled task) may take to end in the
+engine. The engine checks for a stop between tokens, in a prompt between the CPU backend's graph
+nodes (``native.PrefillAbort``), and in a load at each progress report; a call that returns to
+none of them (an RPC server that stopped answering mid-computation or mid-upload) keeps the
+heartbeat going but never ends: past this, the engine counts as not answering and F5 replaces
+it. Benchmarks have no such deadline: a measurement runs to its end (llama-bench's prompt)."""
 START_TIMEOUT_S = 120.0
 """The longest a new engine may take to import llama.cpp and say it is ready."""
 
@@ -354,7 +355,7 @@ class EngineClient:
 
     async def _drain(self, request_id: int, pending: _Pending) -> None:
         async def ended() -> None:
-            while not isinstance(await self._next(pending), DoneEvent):
+            while not isinstance(await self._next(pending), DoneEvent | LoadedEvent):
                 pass
 
         try:
@@ -406,6 +407,7 @@ class EngineClient:
             await self._settle()
             rid = next(self._ids)
             pending = self._register(rid, f"loading {Path(settings.model_path).name}")
+            draining = False
             try:
                 self.load_in_flight = True
                 self._rpc_servers = settings.rpc_servers
@@ -419,9 +421,13 @@ class EngineClient:
                         self.loaded = event
                         return event
             except asyncio.CancelledError:
-                with contextlib.suppress(EngineError):
-                    await self._send(CancelRequest(rid))
                 self.loaded = None
+                if self.running:
+                    with contextlib.suppress(EngineError):
+                        await self._send(CancelRequest(rid))
+                    # Its end is awaited in the background, under the stop deadline.
+                    self._drain_later(rid, pending)
+                    draining = True
                 raise
             except EngineError as exc:
                 self.loaded = None
@@ -430,7 +436,8 @@ class EngineClient:
                 raise
             finally:
                 self.load_in_flight = False
-                self._pending.pop(rid, None)
+                if not draining:
+                    self._pending.pop(rid, None)
 
     async def unload(self) -> None:
         """Free the model while keeping the process."""

@@ -67,7 +67,7 @@ from tui_llm.engine.protocol import (
 from tui_llm.gpu import MonitorThread, create_monitor
 from tui_llm.messages import ApplyLoadSettings, LoadModelRequested
 from tui_llm.screens.main import MainScreen
-from tui_llm.widgets.chat import MessageView
+from tui_llm.widgets.message_view import MessageView
 from tui_llm.widgets.prompt import PromptInput
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks import bench_app as app_bench
 from tui_llm.catalog.demo import ensure_demo_model
 from tui_llm.engine.protocol import SamplingParams
-from tui_llm.widgets.chat import MessageView
+from tui_llm.widgets.message_view import MessageView
 from tui_llm.widgets.prompt import PromptInput
 
 MAX_TOKENS = 600

@@ -11,7 +11,8 @@ from textual.selection import Selection
 
 from tests.ui.test_app import wait_until
 from tests.ui.test_hostile_text import HOSTILE, Host, assert_on_screen, screen_lines, shown
-from tui_llm.widgets.chat import CUT_TEXT, ChatView, MessageView
+from tui_llm.widgets.chat import CUT_TEXT, ChatView
+from tui_llm.widgets.message_view import MessageView
 from tui_llm.widgets.saved_message import MessageSpec, SavedMessage
 
 SIZE = (100, 30)

@@ -133,7 +133,7 @@ def test_splitter_is_chosen_by_the_template() -> None:
 
 
 def test_reply_durations_read_well_from_milliseconds_to_minutes() -> None:
-    from tui_llm.widgets.chat import duration
+    from tui_llm.widgets.message_view import duration
 
     assert (duration(0.042), duration(0.999), duration(1.0), duration(95.25)) == (
         "42 ms",

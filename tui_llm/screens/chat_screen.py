@@ -21,8 +21,8 @@ from tui_llm.engine.protocol import DoneEvent, LoadedEvent, TokensEvent
 from tui_llm.markdown_code import code_blocks
 from tui_llm.messages import PromptSubmitted
 from tui_llm.screens.engine_screen import EngineScreen, collect_all_and_freeze
-from tui_llm.widgets.chat import format_stats
 from tui_llm.widgets.literal import notify_literal
+from tui_llm.widgets.message_view import format_stats
 from tui_llm.widgets.prompt import PromptInput
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from tui_llm.config import model_file_identity
 from tui_llm.store.records import StoredConversation
 from tui_llm.textsafe import make_inert
-from tui_llm.widgets.chat import format_stats, thinking_title
+from tui_llm.widgets.message_view import format_stats, thinking_title
 from tui_llm.widgets.saved_message import MessageSpec
 
 

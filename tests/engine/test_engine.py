@@ -127,6 +127,7 @@ async def test_stop_during_a_long_prompt_ends_inside_its_processing(model_8l: Pa
         assert done is not None and done.finish_reason == "cancelled"
         assert done.stats.generated_tokens == 0
         assert done.n_past < done.stats.prompt_tokens
+        assert done.stats.prompt_tokens_evaluated == done.n_past  # what the KV cache kept
         after = await client.chat(prompt, greedy)
     async with engine() as fresh:
         await fresh.load(settings(model_8l, n_ctx=8192))

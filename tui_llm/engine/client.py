@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tui_llm.engine.crash import exit_message, process_state, stall_message, stuck_message
 from tui_llm.engine.logfiles import new_log_path, read_log_tail
-from tui_llm.engine.logsink import RPC_SERVER_GONE, abort_message, last_error_line
 from tui_llm.engine.protocol import (
     BenchEvent,
     BenchRequest,
@@ -244,29 +244,11 @@ class EngineClient:
     def _on_exit(self, code: int) -> None:
         # Asked to exit, or done with every request (a stopped one's end may still be awaited).
         expected = self._closing or not self._pending
-        if code < 0:
-            try:
-                what = f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                what = f"killed by signal {-code}"
-        else:
-            what = f"exited with status {code}"
-        # An abort's message comes before its backtrace, which gdb may make long.
-        tail = self.log_tail(400)
-        aborted = abort_message(tail) if code == -signal.SIGABRT else None
-        tail = tail[-12:]
-        # The last line of llama.cpp's log is mostly chatter: name an error if there is one,
-        # and the usual sender of a SIGKILL nobody asked for.
-        hint = aborted or last_error_line(tail)
-        if aborted is not None and RPC_SERVER_GONE in aborted:
-            servers = ", ".join(self._rpc_servers) or "?"
-            hint = f"the connection to the RPC server at {servers} dropped: it stopped or crashed"
-        if hint is None and code == -signal.SIGKILL:
-            hint = "out of memory? the kernel's OOM killer sends SIGKILL"
         doing = [p.activity for p in self._pending.values() if p.activity]
-        while_doing = f" while {doing[0]}" if doing else ""
-        message = f"the engine process {what}{while_doing}" + (f" ({hint})" if hint else "")
-        error = EngineError("crashed", message, tuple(tail))
+        message, tail = exit_message(
+            code, self.log_tail(400), doing[0] if doing else None, self._rpc_servers
+        )
+        error = EngineError("crashed", message, tail)
         self.loaded = None
         self.ready = None
         if not self._closing and (not expected or code != 0):
@@ -277,24 +259,12 @@ class EngineClient:
             self.on_crash(error)
 
     def _on_stall(self, proc: asyncio.subprocess.Process) -> None:
-        state = _process_state(proc.pid)
-        why = {
-            "T": "it is stopped (SIGSTOP?)",
-            "t": "it is stopped by a debugger",
-            "D": "it is stuck in the kernel, in a driver or disk call",
-        }.get(state or "", "")
-        message = f"the engine stopped answering: no word from it for {self.stall_timeout_s:g} s"
-        self._give_up(message + (f" ({why})" if why else ""))
+        self._give_up(stall_message(self.stall_timeout_s, process_state(proc.pid)))
 
     def _on_stuck(self, activity: str) -> None:
         """A stopped request did not end within ``stop_timeout_s``: the engine still heartbeats
         but is caught in a llama.cpp call that does not return."""
-        servers = ", ".join(self._rpc_servers)
-        cause = f"waiting on the RPC server at {servers}?" if servers else "a call in llama.cpp"
-        self._give_up(
-            f"the engine did not stop {activity} within {self.stop_timeout_s:g} s of being asked:"
-            f" it is stuck ({cause})"
-        )
+        self._give_up(stuck_message(activity, self.stop_timeout_s, self._rpc_servers))
 
     def _give_up(self, message: str) -> None:
         """The child is still there but no longer answers: every waiting request fails with
@@ -572,14 +542,3 @@ class EngineClient:
                 done = event
         assert done is not None
         return done
-
-
-def _process_state(pid: int) -> str | None:
-    """A process's state letter from ``/proc/PID/stat`` (``T`` stopped, ``D`` in the kernel),
-    or None where there is no /proc or the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0].decode("ascii", "replace") if fields else None

@@ -86,6 +86,10 @@ def test_last_error_line_skips_the_chatter() -> None:
     assert last_error_line([repack, "llama_context: n_ctx = 512"]) is None  # a fallback note
     # The debug line of each prompt's stoppable decode (``native.PrefillAbort``).
     assert last_error_line(["set_abort_callback: call", "set_abort_callback: call"]) is None
+    stopped = ["decode: removing memory module entries for seq_id = 0, pos = [0, +inf)"]
+    stopped.append("llama_decode: failed to decode, ret = 2")
+    assert last_error_line(stopped) is None  # a decode stopped on request
+    assert last_error_line(["llama_decode: failed to decode, ret = -3"]) is not None
 
 
 def test_abort_message_is_found_above_its_backtrace() -> None:

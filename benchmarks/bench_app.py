@@ -50,6 +50,7 @@ from typing import Any
 import psutil
 from textual.widgets import Static
 
+from benchmarks.bench_engine import BLOCKING_STALL_S
 from benchmarks.sections import markdown_table
 from tui_llm import config as config_mod
 from tui_llm import paths
@@ -172,7 +173,8 @@ class RecordingEngine(EngineClient):
     """
 
     def __init__(self, log_path: Path) -> None:
-        super().__init__(log_path=log_path)
+        # The raw arm blocks the app's loop for a whole reply (``BLOCKING_STALL_S``).
+        super().__init__(log_path=log_path, stall_timeout_s=BLOCKING_STALL_S)
         self.replies: list[ReplyTrace] = []
 
     async def generate(

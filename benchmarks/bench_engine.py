@@ -46,6 +46,11 @@ DEMO_NAME = "demo (8 layers x 2560 wide, f16)"
 RPC_OFFLOAD = 4
 APP_BATCH_S = 0.04  # the client's default: what the app streams with
 RARE_BATCH_S = 5.0  # longer than any reply here: the control run sends one batch at the end
+BLOCKING_STALL_S = 3600.0
+"""The engine client's stall deadline in the benchmarks that drive llama-cpp-python in their own
+event loop's thread (and wait for an idle CPU there): the loop then reads no heartbeat for as
+long as that takes, seconds on a loaded machine, which the app's 5 s deadline would take for a
+silent engine. The deadline is a timer on the client's reads; it bears on no figure."""
 
 
 @dataclass(frozen=True)
@@ -797,7 +802,7 @@ async def run(plan: Plan, folder: Path) -> tuple[Report, list[str]]:
     demo_settings = LoadSettings(str(demo), n_ctx=2048, n_threads=plan.threads)
     large_settings = LoadSettings(str(large), n_ctx=4096, n_threads=plan.threads)
     report = Report()
-    client = EngineClient(log_path=folder / "engine.log")
+    client = EngineClient(log_path=folder / "engine.log", stall_timeout_s=BLOCKING_STALL_S)
     await client.start()
     watch = CpuWatch()
     if client.pid is not None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_engine import CLEAN_SHARE, CpuWatch, log, rpc_server
+from benchmarks.bench_engine import BLOCKING_STALL_S, CLEAN_SHARE, CpuWatch, log, rpc_server
 from benchmarks.sections import markdown_table
 from tui_llm.catalog.generate import write_llama_gguf
 from tui_llm.engine.client import EngineClient
@@ -97,7 +97,7 @@ class RecordingEngine(EngineClient):
     """The app's engine client, keeping every ``BenchEvent`` it returns with the seed asked."""
 
     def __init__(self, log_path: Path) -> None:
-        super().__init__(log_path=log_path)
+        super().__init__(log_path=log_path, stall_timeout_s=BLOCKING_STALL_S)
         self.events: list[tuple[int, BenchEvent]] = []
         self.pids: set[int] = set()
 
@@ -289,7 +289,8 @@ async def measure(plan: Plan, folder: Path) -> Run:
                         else:
                             assert level.settings is not None  # the sweep ran first in round 0
                             direct = replace(level.settings, rpc_servers=direct_rpc)
-                            # Blocking is fine: the engine is idle, no event is on its way.
+                            # Blocking is fine: the engine is idle, and only its heartbeats
+                            # wait (``BLOCKING_STALL_S``).
                             level.direct.append(direct_once(direct, plan))
                     busy = watch.others_share(start, watch.sample())
                     level.quiet.append(busy < CLEAN_SHARE)

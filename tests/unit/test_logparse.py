@@ -86,9 +86,16 @@ def test_last_error_line_skips_the_chatter() -> None:
     assert last_error_line([repack, "llama_context: n_ctx = 512"]) is None  # a fallback note
     # The debug line of each prompt's stoppable decode (``native.PrefillAbort``).
     assert last_error_line(["set_abort_callback: call", "set_abort_callback: call"]) is None
-    stopped = ["decode: removing memory module entries for seq_id = 0, pos = [0, +inf)"]
-    stopped.append("llama_decode: failed to decode, ret = 2")
-    assert last_error_line(stopped) is None  # a decode stopped on request
+    # A decode stopped on request, as llama.cpp logs it (an engine log after Esc in a prompt).
+    stopped = [
+        "graph_compute: ggml_backend_sched_graph_compute_async failed with error 1",
+        "process_ubatch: failed to compute graph, compute status: 1",
+        "decode: removing memory module entries for seq_id = 0, pos = [0, +inf)",
+        "llama_decode: failed to decode, ret = 2",
+    ]
+    assert last_error_line(stopped) is None
+    failed = ["process_ubatch: failed to compute graph, compute status: -1"]
+    assert last_error_line(failed) == failed[0]
     assert last_error_line(["llama_decode: failed to decode, ret = -3"]) is not None
 
 

@@ -71,8 +71,15 @@ def last_error_line(lines: Iterable[str]) -> str | None:
 # Lines that read like errors and never are: a warning with a fallback ("cannot be used with
 # preferred buffer type CPU_REPACK, using CPU instead", llama-model.cpp), the debug line of each
 # ``llama_set_abort_callback`` (src/llama-context.cpp), which every reply calls twice, and a
-# decode stopped on request (status 2: a reply stopped while its prompt was processed).
-_BENIGN = ("using cpu instead", "set_abort_callback: call", "failed to decode, ret = 2")
+# decode stopped on request (a reply stopped while its prompt was processed): ggml's status 1,
+# GGML_STATUS_ABORTED, and llama_decode's 2, in the three lines llama-context.cpp logs for it.
+_BENIGN = (
+    "using cpu instead",
+    "set_abort_callback: call",
+    "compute_async failed with error 1",
+    "failed to compute graph, compute status: 1",
+    "failed to decode, ret = 2",
+)
 
 # GGML_ABORT and GGML_ASSERT print "FILE:LINE: MESSAGE" (ggml/src/ggml.c, ggml_abort) before the
 # backtrace, which gdb may make hundreds of lines long.

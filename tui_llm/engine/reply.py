@@ -126,11 +126,14 @@ class ReplyStream:
                 if self.n_generated >= max_tokens:
                     finish = "length" if self.n_generated < room else "context"
                     break
-        except RuntimeError:
-            # llama_decode returned 2: the prompt's decode was stopped by the callback. The KV
-            # cache keeps the ubatches done before (llama-cpp-python's n_tokens says how many).
-            if not self._cancelled():
+        except RuntimeError as exc:
+            # "llama_decode returned 2": the prompt's decode was stopped by the callback.
+            # llama-cpp-python's n_tokens counts the n_batch chunks done before it (what the KV
+            # cache holds beyond them goes at the next eval); the logits are stale, so the next
+            # reply must decode at least one token even for a prompt equal to those chunks.
+            if not (self._cancelled() and str(exc).endswith("returned 2")):
                 raise
+            llm._requires_eval = True
             finish = "cancelled"
         finally:
             prefill.clear()

@@ -391,8 +391,8 @@ class Worker:
         finish = reply.run(llm, tokens, n_ctx - len(tokens), self._template.stops)
         ended = time.perf_counter()
         if reply.first_at is None:
-            # Stopped while the prompt was processed: what the KV cache kept of it beyond the
-            # reused part (whole ubatches; llama.cpp drops the one it was in).
+            # Stopped while the prompt was processed: what of it was decoded beyond the reused
+            # part (llama-cpp-python's n_tokens, whole n_batch chunks).
             evaluated = max(0, min(evaluated, int(llm.n_tokens) - (len(tokens) - evaluated)))
         ttft = (reply.first_at or ended) - started
         gen_span = reply.last_at - (reply.first_at or reply.last_at)

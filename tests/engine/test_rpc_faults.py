@@ -4,6 +4,7 @@ Each gives one line naming the endpoint, never llama.cpp's abort or a wait for e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -161,6 +162,41 @@ async def test_a_server_that_never_answers_times_out_and_the_engine_is_replaced(
         )
         assert HELLO_TIMEOUT_S <= waited_s < HELLO_TIMEOUT_S + 20
         assert not client.running  # its thread still waits on the server: replaced next time
+        await client.load(settings(model_8l))
+        assert client.pid != first_pid
+        done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
+        assert done.stats.generated_tokens == 3
+    finally:
+        await client.close()
+
+
+@pytest.mark.rpc
+async def test_a_load_cancelled_while_a_server_never_answers_still_replaces_the_engine(
+    model_8l: Path,
+) -> None:
+    """Cancelled during the hello, the load's end is awaited in the background: the hello's
+    timeout then gives the engine up (a thread of it still waits on the server), as it does
+    for a load that was not cancelled."""
+    client = EngineClient()
+    crashes: list[EngineError] = []
+    client.on_crash = crashes.append
+    await client.start()
+    first_pid = client.pid
+    try:
+        with silent_server() as endpoint:
+            load = asyncio.create_task(client.load(settings(model_8l, rpc_servers=(endpoint,))))
+            while not client.load_in_flight:
+                await asyncio.sleep(0.01)
+            load.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await load
+            started = time.monotonic()
+            while not crashes and time.monotonic() - started < HELLO_TIMEOUT_S + 30:
+                await asyncio.sleep(0.05)
+        assert crashes, "the engine was kept"
+        assert crashes[0].kind == "not_answering"
+        assert f"the RPC server at {endpoint} accepted the connection" in str(crashes[0])
+        assert not client.running
         await client.load(settings(model_8l))
         assert client.pid != first_pid
         done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))

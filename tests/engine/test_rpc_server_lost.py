@@ -35,7 +35,7 @@ async def engine_on_own_server(
 ) -> AsyncIterator[tuple[EngineClient, RpcServer, list[EngineError]]]:
     server = RpcServer(tmp_path / "rpc-server.log")
     server.start()
-    client = EngineClient(stop_timeout_s=STOP_S)
+    client = EngineClient(stop_timeout_s=STOP_S, load_stop_timeout_s=STOP_S)
     crashes: list[EngineError] = []
     client.on_crash = crashes.append
     try:

@@ -55,12 +55,16 @@ which the engine has stopped answering."""
 STOP_WAIT_S = 1.0
 """The longest Esc and quitting wait for the engine before they go on without it."""
 STOP_TIMEOUT_S = 10.0
-"""The longest a reply or a load that was stopped (Esc, a cancelled task) may take to end in the
-engine. The engine checks for a stop between tokens, in a prompt between the CPU backend's graph
-nodes (``native.PrefillAbort``), and in a load at each progress report; a call that returns to
-none of them (an RPC server that stopped answering mid-computation or mid-upload) keeps the
-heartbeat going but never ends: past this, the engine counts as not answering and F5 replaces
-it. Benchmarks have no such deadline: a measurement runs to its end (llama-bench's prompt)."""
+"""The longest a reply that was stopped (Esc) may take to end in the engine. The engine checks
+for a stop between tokens and, in a prompt, between the CPU backend's graph nodes
+(``native.PrefillAbort``); a call that returns to neither (an RPC server that stopped answering
+mid-computation) keeps the heartbeat going but never ends: past this, the engine counts as not
+answering and F5 replaces it. Benchmarks have no such deadline: a measurement runs to its end
+(llama-bench's prompt)."""
+LOAD_STOP_TIMEOUT_S = 60.0
+"""The same for a cancelled load, which sees its cancel only at llama.cpp's next progress report:
+steps without one (a large KV cache kept aside, the KV cache allocated and cleared, one large
+tensor over a slow link to an RPC server) take seconds to tens of seconds."""
 START_TIMEOUT_S = 120.0
 """The longest a new engine may take to import llama.cpp and say it is ready."""
 
@@ -90,10 +94,12 @@ class EngineClient:
         log_path: Path | None = None,
         stall_timeout_s: float = STALL_TIMEOUT_S,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        load_stop_timeout_s: float = LOAD_STOP_TIMEOUT_S,
     ) -> None:
         self._python = python or sys.executable
         self.stall_timeout_s = stall_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.load_stop_timeout_s = load_stop_timeout_s
         self._fixed_log_path = log_path
         self.log_path: Path | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -181,6 +187,10 @@ class EngineClient:
         if proc is None:
             return
         self._closing = True
+        if self._draining is not None:
+            # A stopped request of this engine: nothing of it is awaited any more.
+            self._draining.cancel()
+            self._draining = None
         if proc.returncode is None:
             if not self.stalled:
                 with contextlib.suppress(Exception):
@@ -261,10 +271,10 @@ class EngineClient:
     def _on_stall(self, proc: asyncio.subprocess.Process) -> None:
         self._give_up(stall_message(self.stall_timeout_s, process_state(proc.pid)))
 
-    def _on_stuck(self, activity: str) -> None:
-        """A stopped request did not end within ``stop_timeout_s``: the engine still heartbeats
-        but is caught in a llama.cpp call that does not return."""
-        self._give_up(stuck_message(activity, self.stop_timeout_s, self._rpc_servers))
+    def _on_stuck(self, activity: str, timeout_s: float) -> None:
+        """A stopped request did not end within ``timeout_s``: the engine still heartbeats but
+        is caught in a llama.cpp call that does not return."""
+        self._give_up(stuck_message(activity, timeout_s, self._rpc_servers))
 
     def _give_up(self, message: str) -> None:
         """The child is still there but no longer answers: every waiting request fails with
@@ -311,30 +321,46 @@ class EngineClient:
     async def _settle(self) -> None:
         """Wait for a request stopped earlier to end in the child, so the next request starts
         clean. Bounded: it ends at the child's last event for it, when the child dies or stops
-        answering, or after ``stop_timeout_s`` (the engine is then given up on: raises the
-        ``not_answering`` ``EngineError``)."""
+        answering, or after its stop deadline (the engine is then given up on, and the request
+        fails at the send with the ``not_answering`` ``EngineError``)."""
         task = self._draining
         if task is not None:
-            await asyncio.shield(task)
+            # Not cancelled with the caller, nor ending it when ``close`` cancels the drain.
+            await asyncio.wait({task})
             if self._draining is task:
                 self._draining = None
 
-    def _drain_later(self, request_id: int, pending: _Pending) -> None:
-        """A request was stopped: its end is awaited in the background, the caller goes on."""
-        self._draining = asyncio.create_task(self._drain(request_id, pending))
+    def _drain_later(self, request_id: int, pending: _Pending, timeout_s: float) -> None:
+        """A request was stopped: its end is awaited in the background (for at most
+        ``timeout_s``), the caller goes on."""
+        self._draining = asyncio.create_task(
+            self._drain(request_id, pending, timeout_s, self._proc)
+        )
 
-    async def _drain(self, request_id: int, pending: _Pending) -> None:
+    async def _drain(
+        self,
+        request_id: int,
+        pending: _Pending,
+        timeout_s: float,
+        proc: asyncio.subprocess.Process | None,
+    ) -> None:
         async def ended() -> None:
             while not isinstance(await self._next(pending), DoneEvent | LoadedEvent):
                 pass
 
+        def still_this_engine() -> bool:  # not replaced meanwhile (close, start)
+            return self._proc is proc and self.running
+
         try:
-            await asyncio.wait_for(ended(), self.stop_timeout_s)
-        except EngineError:
-            pass
+            await asyncio.wait_for(ended(), timeout_s)
+        except EngineError as exc:
+            if exc.kind == "not_answering" and still_this_engine():
+                # A load's RPC hello timed out: a thread of the engine still waits on the
+                # server (see ``load``), so it is replaced before the next request.
+                self._give_up(str(exc))
         except asyncio.TimeoutError:
-            if self.running:
-                self._on_stuck(pending.activity)
+            if still_this_engine():
+                self._on_stuck(pending.activity, timeout_s)
         finally:
             self._pending.pop(request_id, None)
 
@@ -396,7 +422,7 @@ class EngineClient:
                     with contextlib.suppress(EngineError):
                         await self._send(CancelRequest(rid))
                     # Its end is awaited in the background, under the stop deadline.
-                    self._drain_later(rid, pending)
+                    self._drain_later(rid, pending, self.load_stop_timeout_s)
                     draining = True
                 raise
             except EngineError as exc:
@@ -478,7 +504,7 @@ class EngineClient:
                         await self._send(CancelRequest(rid))
                     # The child confirms in the background: the caller (Esc) does not wait,
                     # the next request does (``_settle``).
-                    self._drain_later(rid, pending)
+                    self._drain_later(rid, pending, self.stop_timeout_s)
                 else:
                     self._pending.pop(rid, None)
 

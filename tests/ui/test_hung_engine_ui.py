@@ -24,21 +24,20 @@ def banner(app: TuiLlmApp) -> str:
     return str(app.main_screen.query_one("#banner", TextLine).render())
 
 
-def stop_on_first_progress(app: TuiLlmApp, stopped: list[int]) -> None:
-    """SIGSTOP the engine as the next load reports its first progress."""
+def stop_as_the_load_is_sent(app: TuiLlmApp, stopped: list[int]) -> None:
+    """SIGSTOP the engine as the next load is asked of it, so that the load cannot end. (Stopped
+    at the load's first progress report, as this once did, a small model's load could finish in
+    the engine before the app had read that report on a busy machine: the engine's log then
+    ended with the loaded model's template.)"""
     engine_load = app.engine.load
 
     async def stopping_load(
         settings: Any, on_progress: Callable[[float], None] | None = None, keep_kv: bool = True
     ) -> Any:
-        def hook(progress: float) -> None:
-            if not stopped and app.engine.pid is not None:
-                stopped.append(app.engine.pid)
-                app.engine.kill(signal.SIGSTOP)
-            if on_progress is not None:
-                on_progress(progress)
-
-        return await engine_load(settings, hook, keep_kv)
+        if not stopped and app.engine.pid is not None:
+            stopped.append(app.engine.pid)
+            app.engine.kill(signal.SIGSTOP)
+        return await engine_load(settings, on_progress, keep_kv)
 
     app.engine.load = stopping_load  # type: ignore[method-assign]
 
@@ -89,7 +88,7 @@ async def test_stopped_mid_load_is_said_and_f5_loads_again(model_32l: Path) -> N
         async with app.run_test(size=(160, 48)) as pilot:
             screen = app.main_screen
             await wait_until(pilot, lambda: screen.loaded is not None)
-            stop_on_first_progress(app, stopped)
+            stop_as_the_load_is_sent(app, stopped)
             screen.load_model(model_32l, offload=0)
             await wait_until(pilot, lambda: bool(stopped))
             await wait_until(pilot, lambda: "stopped answering" in banner(app))

@@ -151,7 +151,12 @@ async def test_a_thousand_messages_open_at_their_end_and_mount_earlier_ones_on_s
         # What was at the top stays where it was: the earlier messages come in above it.
         await wait_until(pilot, lambda: chat.scroll_y > 0 and not chat.revealing)
         assert chat.messages().index(top_view) > 0
-        await wait_until(pilot, lambda: top_view.region.y == top_y)
+        try:
+            await wait_until(pilot, lambda: top_view.region.y == top_y)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"the first message moved: at {top_view.region.y}, not {top_y}; {state()}"
+            ) from exc
 
 
 async def test_past_the_context_trim_keeps_the_newest_turns_and_says_so_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ from textual.widget import Widget
 
 from tests.fake_pynvml import FakeGpu, FakePynvml
 from tui_llm.engine.client import EngineClient
-from tui_llm.engine.protocol import ChatMessage, LoadSettings
+from tui_llm.engine.protocol import ChatMessage, LoadSettings, SamplingParams
 from tui_llm.gpu.nvml import NvmlMonitor, create_monitor
 from tui_llm.gpu.samples import HostSample, MonitorSnapshot
 from tui_llm.theme_files import DEFAULT_THEME, load_themes
@@ -41,6 +42,30 @@ async def engine() -> AsyncIterator[EngineClient]:
 
 def user(text: str) -> ChatMessage:
     return ChatMessage("user", text)
+
+
+async def cancel_load_in_flight(client: EngineClient, load: LoadSettings) -> None:
+    """Start a load, cancel it once it is sent, and check the caller sees the cancel at once."""
+    task = asyncio.create_task(client.load(load))
+    while not client.load_in_flight:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return
+    raise AssertionError("the cancelled load was not cancelled")
+
+
+async def replies_after_a_new_engine(
+    client: EngineClient, model: Path, old_pid: int | None = None
+) -> None:
+    """Load ``model`` on the CPU (in a new engine, when ``old_pid`` is given) and get a reply."""
+    await client.load(settings(model))
+    if old_pid is not None:
+        assert client.pid != old_pid
+    done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
+    assert done.stats.generated_tokens == 3
 
 
 def put_in_hf_cache(cache: Path, repo_id: str, files: Sequence[Path]) -> list[Path]:

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import settings, user
+from tests.helpers import cancel_load_in_flight, replies_after_a_new_engine, settings
 from tests.ui.test_app import build, wait_until
 from tests.unit.test_cli import tui_llm
 from tui_llm.engine.client import EngineClient, EngineError
-from tui_llm.engine.protocol import SamplingParams
 from tui_llm.engine.rpc_endpoint import (
     HELLO_TIMEOUT_S,
     EndpointError,
@@ -162,10 +161,7 @@ async def test_a_server_that_never_answers_times_out_and_the_engine_is_replaced(
         )
         assert HELLO_TIMEOUT_S <= waited_s < HELLO_TIMEOUT_S + 20
         assert not client.running  # its thread still waits on the server: replaced next time
-        await client.load(settings(model_8l))
-        assert client.pid != first_pid
-        done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
-        assert done.stats.generated_tokens == 3
+        await replies_after_a_new_engine(client, model_8l, first_pid)
     finally:
         await client.close()
 
@@ -184,12 +180,7 @@ async def test_a_load_cancelled_while_a_server_never_answers_still_replaces_the_
     first_pid = client.pid
     try:
         with silent_server() as endpoint:
-            load = asyncio.create_task(client.load(settings(model_8l, rpc_servers=(endpoint,))))
-            while not client.load_in_flight:
-                await asyncio.sleep(0.01)
-            load.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await load
+            await cancel_load_in_flight(client, settings(model_8l, rpc_servers=(endpoint,)))
             started = time.monotonic()
             while not crashes and time.monotonic() - started < HELLO_TIMEOUT_S + 30:
                 await asyncio.sleep(0.05)
@@ -197,10 +188,7 @@ async def test_a_load_cancelled_while_a_server_never_answers_still_replaces_the_
         assert crashes[0].kind == "not_answering"
         assert f"the RPC server at {endpoint} accepted the connection" in str(crashes[0])
         assert not client.running
-        await client.load(settings(model_8l))
-        assert client.pid != first_pid
-        done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
-        assert done.stats.generated_tokens == 3
+        await replies_after_a_new_engine(client, model_8l, first_pid)
     finally:
         await client.close()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.reliability.harness import RpcServer
-from tests.helpers import settings, user
+from tests.helpers import cancel_load_in_flight, replies_after_a_new_engine, settings, user
 from tui_llm.engine.client import EngineClient, EngineError
 from tui_llm.engine.protocol import SamplingParams, TokensEvent
 
@@ -65,9 +65,7 @@ async def test_a_killed_rpc_server_is_named_in_the_crash(model_8l: Path, tmp_pat
         assert len(message.splitlines()) == 1
 
         # Back on the CPU, a new engine replies.
-        await client.load(settings(model_8l))
-        done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
-        assert done.stats.generated_tokens == 3
+        await replies_after_a_new_engine(client, model_8l)
 
 
 async def test_a_stopped_rpc_server_mid_reply_gives_the_engine_up_after_a_stop(
@@ -99,10 +97,7 @@ async def test_a_stopped_rpc_server_mid_reply_gives_the_engine_up_after_a_stop(
         assert not client.running and client.loaded is None
 
         # A new engine replaces the stuck one (which is killed), on the CPU.
-        await client.load(settings(model_8l))
-        assert client.pid != stuck_pid
-        done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
-        assert done.stats.generated_tokens == 3
+        await replies_after_a_new_engine(client, model_8l, stuck_pid)
 
 
 async def test_a_stop_that_is_confirmed_in_time_keeps_the_engine(
@@ -133,12 +128,7 @@ async def test_a_stopped_rpc_server_mid_load_gives_the_engine_up_after_a_cancel(
         await client.load(on_server)
         stuck_pid = client.pid
         server.kill(signal.SIGSTOP)
-        reload = asyncio.create_task(client.load(replace(on_server, offload_layers=4)))
-        while not client.load_in_flight:
-            await asyncio.sleep(0.01)
-        reload.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await reload
+        await cancel_load_in_flight(client, replace(on_server, offload_layers=4))
         cancelled_at = time.monotonic()
         while not crashes and time.monotonic() - cancelled_at < 60:
             await asyncio.sleep(0.05)
@@ -152,7 +142,4 @@ async def test_a_stopped_rpc_server_mid_load_gives_the_engine_up_after_a_cancel(
         assert waited_s >= STOP_S * 0.9
         assert not client.running and client.loaded is None
 
-        await client.load(settings(model_8l))
-        assert client.pid != stuck_pid
-        done = await client.chat([user("hi")], SamplingParams(temperature=0.0, max_tokens=3))
-        assert done.stats.generated_tokens == 3
+        await replies_after_a_new_engine(client, model_8l, stuck_pid)
